@@ -1,0 +1,37 @@
+"""Build the aiohttp Application: typed app keys, middleware and the route table."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from faas.api import functions, invoke, operations
+from faas.api.middleware import lambda_errors
+from faas.api.services import SERVICES, Services
+
+# Zips arrive base64-encoded inside JSON: 50 MB of zip is about 67 MB of body.
+_MAX_BODY_BYTES = 80 * 1024 * 1024
+
+
+def build_app(services: Services) -> web.Application:
+    app = web.Application(middlewares=[lambda_errors], client_max_size=_MAX_BODY_BYTES)
+    app[SERVICES] = services
+    app.router.add_routes(
+        [
+            web.get("/healthz", operations.healthz),
+            web.get("/metrics", operations.metrics),
+            web.get("/2016-08-19/account-settings", operations.account_settings),
+            web.get("/2016-08-19/account-settings/", operations.account_settings),
+            web.post("/2015-03-31/functions", functions.create_function),
+            web.post("/2015-03-31/functions/", functions.create_function),
+            web.get("/2015-03-31/functions", functions.list_functions),
+            web.get("/2015-03-31/functions/", functions.list_functions),
+            web.get("/2015-03-31/functions/{name}", functions.get_function),
+            web.delete("/2015-03-31/functions/{name}", functions.delete_function),
+            web.get("/2015-03-31/functions/{name}/configuration", functions.get_configuration),
+            web.put("/2015-03-31/functions/{name}/configuration", functions.update_configuration),
+            web.put("/2015-03-31/functions/{name}/code", functions.update_code),
+            web.post("/2015-03-31/functions/{name}/invocations", invoke.invoke),
+            web.get("/faas/code/{sha256}.zip", functions.download_code),
+        ]
+    )
+    return app

@@ -1,0 +1,60 @@
+"""Reading request bodies with limits: JSON control-plane bodies and raw Invoke payloads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from faas.errors import InvalidRequestContentException, RequestTooLargeException
+
+
+async def read_limited(request: web.Request, limit: int, operation: str) -> bytes:
+    """The whole body, refusing anything over ``limit`` bytes without buffering it all.
+
+    Raises:
+        RequestTooLargeException: the body is larger than ``limit``.
+    """
+    too_large = RequestTooLargeException(
+        f"Request must be smaller than {limit} bytes for the {operation} operation"
+    )
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    body = await request.content.read(limit + 1)
+    if len(body) > limit:
+        raise too_large
+    # read(n) may return less than is available; drain the rest within the limit.
+    chunks = [body]
+    total = len(body)
+    while not request.content.at_eof():
+        chunk = await request.content.read(limit + 1 - total)
+        if not chunk:
+            break
+        total += len(chunk)
+        if total > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks) if len(chunks) > 1 else body
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """A control-plane body as a JSON object (an absent body is ``{}``).
+
+    Raises:
+        InvalidRequestContentException: the body is not a JSON object.
+    """
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequestContentException(
+            f"Could not parse request body into json: {exc}"
+        ) from exc
+    if not isinstance(value, dict):
+        raise InvalidRequestContentException(
+            "Could not parse request body into json: expected a JSON object"
+        )
+    return value

@@ -1,0 +1,170 @@
+"""Control plane: CreateFunction, GetFunction(Configuration), ListFunctions, Update*, Delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from faas.api.body import read_json_object
+from faas.api.names import FunctionRef, is_latest, parse_function_name
+from faas.api.services import SERVICES, Services
+from faas.api.shapes import function_configuration
+from faas.api.validation import configuration_fields, decode_zip
+from faas.errors import (
+    InvalidParameterValueException,
+    ResourceNotFoundException,
+    ValidationException,
+)
+from faas.models import FunctionConfig
+
+_PAGE_MAX = 50
+
+
+def _services(request: web.Request) -> Services:
+    return request.app[SERVICES]
+
+
+def _ref(request: web.Request, services: Services) -> FunctionRef:
+    api = services.config.api
+    return parse_function_name(
+        request.match_info["name"], api.region, api.account_id, request.query.get("Qualifier")
+    )
+
+
+def _resolve(services: Services, ref: FunctionRef) -> FunctionConfig:
+    """The configuration a reference names; only `$LATEST` exists until versions land."""
+    config = services.catalog.get(ref.name)
+    if not is_latest(ref.qualifier):
+        raise ResourceNotFoundException(
+            f"Function not found: {services.catalog.function_arn(ref.name, ref.qualifier)}"
+        )
+    return config
+
+
+def _configuration(services: Services, config: FunctionConfig) -> dict[str, Any]:
+    return function_configuration(config, services.catalog.function_arn(config.name))
+
+
+def _json(payload: dict[str, Any], status: int = 200) -> web.Response:
+    import orjson
+
+    return web.Response(status=status, body=orjson.dumps(payload), content_type="application/json")
+
+
+async def create_function(request: web.Request) -> web.Response:
+    services = _services(request)
+    body = await read_json_object(request)
+    raw_name = body.get("FunctionName")
+    if not isinstance(raw_name, str):
+        raise InvalidParameterValueException("FunctionName is required.")
+    api = services.config.api
+    ref = parse_function_name(raw_name, api.region, api.account_id)
+    if ref.qualifier is not None:
+        raise InvalidParameterValueException("A qualifier is not allowed in CreateFunction.")
+    fields = configuration_fields(body, creating=True)
+    zip_bytes = decode_zip(body.get("Code") if isinstance(body.get("Code"), dict) else None, True)
+    assert zip_bytes is not None
+    config = await services.catalog.create({"name": ref.name, **fields}, zip_bytes)
+    return _json(_configuration(services, config), status=201)
+
+
+async def get_function(request: web.Request) -> web.Response:
+    services = _services(request)
+    config = _resolve(services, _ref(request, services))
+    location = f"{request.scheme}://{request.host}/faas/code/{config.code_sha256_hex}.zip"
+    response: dict[str, Any] = {
+        "Configuration": _configuration(services, config),
+        "Code": {"RepositoryType": "S3", "Location": location},
+    }
+    if config.tags:
+        response["Tags"] = dict(config.tags)
+    return _json(response)
+
+
+async def get_configuration(request: web.Request) -> web.Response:
+    services = _services(request)
+    config = _resolve(services, _ref(request, services))
+    return _json(_configuration(services, config))
+
+
+async def list_functions(request: web.Request) -> web.Response:
+    services = _services(request)
+    max_items_text = request.query.get("MaxItems")
+    max_items = _PAGE_MAX
+    if max_items_text is not None:
+        if not max_items_text.isdigit() or not 1 <= int(max_items_text) <= 10000:
+            raise ValidationException(
+                f"1 validation error detected: Value '{max_items_text}' at 'maxItems' failed to "
+                "satisfy constraint: Member must have value between 1 and 10000"
+            )
+        max_items = min(int(max_items_text), _PAGE_MAX)
+    marker = request.query.get("Marker") or ""
+    names = [name for name in services.catalog.names() if name > marker]
+    page = names[:max_items]
+    response: dict[str, Any] = {
+        "Functions": [_configuration(services, services.catalog.get(name)) for name in page]
+    }
+    if len(names) > max_items:
+        response["NextMarker"] = page[-1]
+    return _json(response)
+
+
+async def update_code(request: web.Request) -> web.Response:
+    services = _services(request)
+    ref = _ref(request, services)
+    body = await read_json_object(request)
+    _require_unqualified(ref)
+    services.catalog.get(ref.name)
+    zip_bytes = decode_zip(body, required=True)
+    assert zip_bytes is not None
+    revision = body.get("RevisionId")
+    if body.get("DryRun"):
+        return _json(_configuration(services, services.catalog.get(ref.name)))
+    config = await services.catalog.update_code(ref.name, zip_bytes, revision)
+    return _json(_configuration(services, config))
+
+
+async def update_configuration(request: web.Request) -> web.Response:
+    services = _services(request)
+    ref = _ref(request, services)
+    body = await read_json_object(request)
+    _require_unqualified(ref)
+    services.catalog.get(ref.name)
+    fields = configuration_fields(body, creating=False)
+    if "Environment" in body and "environment" not in fields:
+        fields["environment"] = {}
+    config = await services.catalog.update_configuration(ref.name, fields, body.get("RevisionId"))
+    return _json(_configuration(services, config))
+
+
+async def delete_function(request: web.Request) -> web.Response:
+    services = _services(request)
+    ref = _ref(request, services)
+    services.catalog.get(ref.name)
+    if ref.qualifier == "$LATEST":
+        raise InvalidParameterValueException(
+            "$LATEST version cannot be deleted without deleting the function."
+        )
+    if ref.qualifier is not None:
+        _resolve(services, ref)
+    await services.catalog.delete(ref.name)
+    return web.Response(status=204)
+
+
+async def download_code(request: web.Request) -> web.StreamResponse:
+    """The stored zip behind GetFunction's Code.Location."""
+    services = _services(request)
+    sha256 = request.match_info["sha256"]
+    for name in services.catalog.names():
+        config = services.catalog.get(name)
+        if config.code_sha256_hex == sha256:
+            return web.FileResponse(services.catalog.zip_path(config))
+    raise ResourceNotFoundException("Code not found")
+
+
+def _require_unqualified(ref: FunctionRef) -> None:
+    if ref.qualifier is not None and ref.qualifier != "$LATEST":
+        raise InvalidParameterValueException(
+            "Only $LATEST can be updated; published versions are immutable."
+        )

@@ -1,0 +1,78 @@
+"""Request ids, the caller's access key, and FaasError -> Lambda's restJson error responses."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+
+import orjson
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from faas.errors import (
+    ApiError,
+    RequestTooLargeException,
+    ServiceException,
+    UnknownOperationException,
+)
+from faas.logs import request_id_var
+
+log = logging.getLogger(__name__)
+
+REQUEST_ID_KEY = "faas.request_id"
+CALLER_KEY = "faas.caller"
+_CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/")
+
+
+def error_response(error: ApiError, request_id: str) -> web.Response:
+    """The response boto3 turns into ``error.error_type`` (lambda-compat.md A.2)."""
+    body = {
+        "Type": "User" if error.status < 500 else "Service",
+        error.message_key: error.message,
+        **error.extra_members(),
+    }
+    headers = {
+        "x-amzn-ErrorType": error.error_type,
+        "x-amzn-RequestId": request_id,
+        **error.extra_headers(),
+    }
+    return web.Response(
+        status=error.status,
+        body=orjson.dumps(body),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+@web.middleware
+async def lambda_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Give every response a request id; turn every failure into Lambda's error shape."""
+    request_id = str(uuid.uuid4())
+    request[REQUEST_ID_KEY] = request_id
+    credential = _CREDENTIAL.search(request.headers.get("Authorization", ""))
+    request[CALLER_KEY] = credential.group(1) if credential else "anonymous"
+    token = request_id_var.set(request_id)
+    try:
+        response = await handler(request)
+    except ApiError as error:
+        return error_response(error, request_id)
+    except web.HTTPRequestEntityTooLarge:
+        return error_response(
+            RequestTooLargeException("Request must be smaller than the maximum allowed size"),
+            request_id,
+        )
+    except web.HTTPException as exc:
+        if exc.status in (404, 405):
+            return error_response(
+                UnknownOperationException(f"No operation at {request.method} {request.path}"),
+                request_id,
+            )
+        raise
+    except Exception:  # request boundary: log it once, answer Lambda's ServiceException
+        log.exception("unhandled error serving %s %s", request.method, request.path)
+        return error_response(ServiceException("An internal error occurred."), request_id)
+    finally:
+        request_id_var.reset(token)
+    response.headers.setdefault("x-amzn-RequestId", request_id)
+    return response

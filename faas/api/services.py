@@ -1,0 +1,29 @@
+"""The typed application state request handlers read: set once, before the app serves."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from faas.catalog import FunctionCatalog
+from faas.config import Config
+from faas.events.async_invoke import AsyncInvokeDispatcher
+from faas.observe.metrics import Metrics
+from faas.pool.invoker import Invoker
+from faas.pool.manager import PoolManager
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What request handlers may use; set once before the app serves."""
+
+    config: Config
+    catalog: FunctionCatalog
+    invoker: Invoker
+    dispatcher: AsyncInvokeDispatcher
+    pool: PoolManager
+    metrics: Metrics
+
+
+SERVICES = web.AppKey("services", Services)

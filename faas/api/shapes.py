@@ -1,0 +1,46 @@
+"""Render stored values in the exact JSON shapes botocore's Lambda model expects."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from faas.models import FunctionConfig
+
+
+def function_configuration(config: FunctionConfig, function_arn: str) -> dict[str, Any]:
+    """A FunctionConfiguration, members in botocore's order (lambda-compat.md A.4)."""
+    shape: dict[str, Any] = {
+        "FunctionName": config.name,
+        "FunctionArn": function_arn,
+        "Runtime": config.runtime,
+        "Role": config.role,
+        "Handler": config.handler,
+        "CodeSize": config.code_size,
+        "Description": config.description,
+        "Timeout": config.timeout_s,
+        "MemorySize": config.memory_mb,
+        "LastModified": config.last_modified,
+        "CodeSha256": config.code_sha256,
+        "Version": config.version,
+    }
+    if config.dead_letter_target_arn:
+        shape["DeadLetterConfig"] = {"TargetArn": config.dead_letter_target_arn}
+    if config.environment:
+        shape["Environment"] = {"Variables": dict(config.environment)}
+    shape.update(
+        {
+            "TracingConfig": {"Mode": config.tracing_mode},
+            "RevisionId": config.revision_id,
+            "State": "Active",
+            "LastUpdateStatus": "Successful",
+            "PackageType": "Zip",
+            "Architectures": list(config.architectures),
+            "EphemeralStorage": {"Size": config.ephemeral_storage_mb},
+            "SnapStart": {"ApplyOn": "None", "OptimizationStatus": "Off"},
+            "LoggingConfig": {
+                "LogFormat": config.log_format,
+                "LogGroup": f"/aws/lambda/{config.name}",
+            },
+        }
+    )
+    return shape

@@ -1,0 +1,1 @@
+"""Asynchronous invocation and, later, event sources and schedules."""

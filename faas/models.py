@@ -1,0 +1,101 @@
+"""Frozen value types shared by the packages: function configurations and invocations."""
+
+from __future__ import annotations
+
+import base64
+import enum
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+LATEST = "$LATEST"
+
+
+class InvocationType(enum.StrEnum):
+    """How the caller wants an invocation run (the X-Amz-Invocation-Type header)."""
+
+    REQUEST_RESPONSE = "RequestResponse"  # wait for the result
+    EVENT = "Event"  # queue durably, answer 202, run later
+    DRY_RUN = "DryRun"  # validate only, answer 204
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionConfig:
+    """The configuration of one function version, as stored and as served.
+
+    `$LATEST` is the only mutable version; every mutation produces a new
+    FunctionConfig with a fresh ``revision_id``.
+    """
+
+    name: str
+    runtime: str
+    role: str
+    handler: str
+    code_sha256_hex: str
+    code_size: int
+    revision_id: str
+    last_modified: str
+    version: str = LATEST
+    description: str = ""
+    timeout_s: int = 3
+    memory_mb: int = 128
+    environment: Mapping[str, str] = field(default_factory=dict)
+    tags: Mapping[str, str] = field(default_factory=dict)
+    architectures: tuple[str, ...] = ("x86_64",)
+    ephemeral_storage_mb: int = 512
+    tracing_mode: str = "PassThrough"
+    dead_letter_target_arn: str = ""
+    log_format: str = "Text"
+
+    @property
+    def code_sha256(self) -> str:
+        """The CodeSha256 Lambda reports: base64 of the raw SHA-256 digest of the zip."""
+        return base64.b64encode(bytes.fromhex(self.code_sha256_hex)).decode()
+
+    def to_record(self) -> dict[str, Any]:
+        """A plain dict for the store."""
+        record = asdict(self)
+        record["environment"] = dict(self.environment)
+        record["tags"] = dict(self.tags)
+        record["architectures"] = list(self.architectures)
+        return record
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> FunctionConfig:
+        """Rebuild from a dict made by ``to_record`` (unknown keys are ignored)."""
+        known = {name: record[name] for name in cls.__dataclass_fields__ if name in record}
+        known["architectures"] = tuple(known.get("architectures", ("x86_64",)))
+        return cls(**known)
+
+
+@dataclass(frozen=True, slots=True)
+class InvocationRequest:
+    """One invocation handed from the front door or the event queue to the pool."""
+
+    request_id: str
+    function: FunctionConfig
+    payload: bytes
+    invoked_arn: str
+    trace_id: str
+    client_context: str | None = None  # decoded JSON text
+    wants_log_tail: bool = False
+    is_event: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class InvocationResult:
+    """What came back from an environment, ready to be answered or recorded."""
+
+    request_id: str
+    payload: bytes
+    executed_version: str
+    function_error: str | None = None  # None, or "Unhandled"
+    error_type: str | None = None
+    log_tail: bytes = b""
+    duration_ms: float = 0.0
+    init_duration_ms: float | None = None
+    max_memory_mb: int = 0
+
+    @property
+    def is_error(self) -> bool:
+        return self.function_error is not None

@@ -1,0 +1,165 @@
+"""Function logs: per-invocation capture (START/END/REPORT, tail) and per-function log files.
+
+Design notes: an InvocationLog keeps at most ``limit`` bytes for the log file and
+always the last 4 KB for ``X-Amz-Log-Result``, so a handler printing 50 MB costs
+bounded memory. Finished logs go to a LogSink, whose writer task appends them to
+``<data-dir>/logs/<function>/<YYYY-MM-DD>.log`` off the event loop; if the disk
+cannot keep up, whole records are dropped and counted rather than slowing invokes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections import deque
+from pathlib import Path
+
+TAIL_BYTES = 4096
+_SINK_QUEUE_RECORDS = 10_000
+
+log = logging.getLogger(__name__)
+
+
+class InvocationLog:
+    """The log of one invocation (and, for a cold start, its environment's Init)."""
+
+    __slots__ = ("_head", "_head_bytes", "_limit", "_tail", "_tail_bytes", "dropped_bytes")
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._head: list[bytes] = []
+        self._head_bytes = 0
+        self._tail: deque[bytes] = deque()
+        self._tail_bytes = 0
+        self.dropped_bytes = 0
+
+    def write(self, data: bytes) -> None:
+        if not data:
+            return
+        room = self._limit - self._head_bytes
+        if room > 0:
+            kept = data[:room]
+            self._head.append(kept)
+            self._head_bytes += len(kept)
+            self.dropped_bytes += len(data) - len(kept)
+        else:
+            self.dropped_bytes += len(data)
+        self._tail.append(data[-TAIL_BYTES:])
+        self._tail_bytes += min(len(data), TAIL_BYTES)
+        while self._tail_bytes - len(self._tail[0]) >= TAIL_BYTES:
+            self._tail_bytes -= len(self._tail.popleft())
+
+    def write_line(self, line: str) -> None:
+        self.write(line.encode() + b"\n")
+
+    def tail(self) -> bytes:
+        """The last 4 KB, as Lambda returns in X-Amz-Log-Result."""
+        return b"".join(self._tail)[-TAIL_BYTES:]
+
+    def body(self) -> bytes:
+        """What goes to the log file (truncated at the limit, with a note)."""
+        text = b"".join(self._head)
+        if self.dropped_bytes:
+            text += b"[faas] %d bytes of log output truncated\n" % self.dropped_bytes
+        return text
+
+
+def start_line(request_id: str, version: str) -> str:
+    return f"START RequestId: {request_id} Version: {version}"
+
+
+def end_line(request_id: str) -> str:
+    return f"END RequestId: {request_id}"
+
+
+def report_line(
+    request_id: str,
+    duration_ms: float,
+    memory_mb: int,
+    max_memory_mb: int,
+    init_duration_ms: float | None,
+    status: str | None = None,
+    error_type: str | None = None,
+) -> str:
+    """The REPORT line in Lambda's exact tab-separated format."""
+    parts = [
+        f"REPORT RequestId: {request_id}",
+        f"Duration: {duration_ms:.2f} ms",
+        f"Billed Duration: {max(1, math.ceil(duration_ms))} ms",
+        f"Memory Size: {memory_mb} MB",
+        f"Max Memory Used: {max_memory_mb} MB",
+    ]
+    if init_duration_ms is not None:
+        parts.append(f"Init Duration: {init_duration_ms:.2f} ms")
+    if status is not None:
+        parts.append(f"Status: {status}")
+        if error_type:
+            parts.append(f"Error Type: {error_type}")
+    return "\t".join(parts) + "\t"
+
+
+class LogSink:
+    """Appends finished invocation logs to per-function files from a writer task."""
+
+    __slots__ = ("_directory", "_dropped", "_queue", "_writer")
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        self._queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(_SINK_QUEUE_RECORDS)
+        self._writer: asyncio.Task[None] | None = None
+        self._dropped = 0
+
+    async def start(self) -> None:
+        if self._writer is not None:
+            raise RuntimeError("log sink already started")
+        self._writer = asyncio.create_task(self._write_loop(), name="log-sink-writer")
+
+    async def stop(self) -> None:
+        """Write what is queued, then end the writer."""
+        if self._writer is None:
+            return
+        await self._queue.join()
+        self._writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._writer
+        self._writer = None
+
+    @property
+    def dropped_records(self) -> int:
+        return self._dropped
+
+    def emit(self, function_name: str, data: bytes) -> None:
+        try:
+            self._queue.put_nowait((function_name, data))
+        except asyncio.QueueFull:
+            self._dropped += 1
+
+    def path_for(self, function_name: str, epoch_s: float | None = None) -> Path:
+        day = time.strftime("%Y-%m-%d", time.gmtime(epoch_s))
+        return self._directory / function_name / f"{day}.log"
+
+    async def _write_loop(self) -> None:
+        while True:
+            first = await self._queue.get()
+            batch = [first]
+            while not self._queue.empty() and len(batch) < 1000:
+                batch.append(self._queue.get_nowait())
+            try:
+                await asyncio.to_thread(self._append, batch)
+            except OSError:
+                log.exception("could not write %d function log records", len(batch))
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    def _append(self, batch: list[tuple[str, bytes]]) -> None:
+        by_path: dict[Path, list[bytes]] = {}
+        for function_name, data in batch:
+            by_path.setdefault(self.path_for(function_name), []).append(data)
+        for path, chunks in by_path.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "ab") as handle:
+                handle.writelines(chunks)

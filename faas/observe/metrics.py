@@ -1,0 +1,81 @@
+"""Prometheus metrics of one node, in a registry owned by that node (no process globals)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_DURATION_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    300.0, 900.0,
+)  # fmt: skip
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Metrics:
+    """Every metric faas exports, labelled by function (and executed version where it applies)."""
+
+    __slots__ = (
+        "async_event_age",
+        "async_events_dropped",
+        "async_events_received",
+        "cold_starts",
+        "concurrent_executions",
+        "duration",
+        "errors",
+        "init_duration",
+        "invocations",
+        "registry",
+        "throttles",
+    )
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.invocations = Counter(
+            "faas_invocations", "Invocations run", ["function", "version"], registry=r
+        )
+        self.errors = Counter(
+            "faas_errors", "Invocations that ended in a function error", ["function", "version"],
+            registry=r,
+        )  # fmt: skip
+        self.throttles = Counter(
+            "faas_throttles", "Invocations refused by a concurrency limit", ["function"], registry=r
+        )
+        self.duration = Histogram(
+            "faas_duration_seconds", "Handler duration", ["function"],
+            buckets=_DURATION_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.init_duration = Histogram(
+            "faas_init_duration_seconds", "Init phase duration of new environments", ["function"],
+            buckets=_DURATION_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.concurrent_executions = Gauge(
+            "faas_concurrent_executions", "Environments busy with an invocation", ["function"],
+            registry=r,
+        )  # fmt: skip
+        self.cold_starts = Counter(
+            "faas_cold_starts", "Invocations that started a new environment", ["function"],
+            registry=r,
+        )  # fmt: skip
+        self.async_events_received = Counter(
+            "faas_async_events_received", "Event invokes durably queued", ["function"], registry=r
+        )
+        self.async_events_dropped = Counter(
+            "faas_async_events_dropped", "Event invokes discarded without success", ["function"],
+            registry=r,
+        )  # fmt: skip
+        self.async_event_age = Histogram(
+            "faas_async_event_age_seconds", "Time from enqueue to each invoke attempt",
+            ["function"], buckets=_DURATION_BUCKETS, registry=r,
+        )  # fmt: skip
+
+    def add_gauge(self, name: str, help_text: str, read: Callable[[], float]) -> None:
+        """A node-wide gauge whose value is read at scrape time."""
+        gauge = Gauge(name, help_text, registry=self.registry)
+        gauge.set_function(read)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

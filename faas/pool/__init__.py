@@ -1,0 +1,1 @@
+"""Warm execution environments and the manager that hands invocations to them."""

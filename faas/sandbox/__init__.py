@@ -1,0 +1,1 @@
+"""Process creation and limits for execution environments."""

@@ -1,0 +1,160 @@
+"""The composition root: build every component, start them in order, stop them in reverse.
+
+Design notes: each component that starts is pushed on a stack together with its
+stop step, so a failure halfway through ``start`` still tears down exactly what
+came up. ``stop`` first stops accepting requests and lets in-flight ones finish
+within ``shutdown_timeout_s`` (or not at all when ``drain`` is False), then
+unwinds the stack; it keeps going past a failing step and raises all failures
+together at the end.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from faas.api.app import build_app
+from faas.api.services import Services
+from faas.catalog import FunctionCatalog
+from faas.config import Config
+from faas.events.async_invoke import AsyncInvokeDispatcher
+from faas.observe.logs import LogSink
+from faas.observe.metrics import Metrics
+from faas.pool.invoker import Invoker
+from faas.pool.manager import PoolManager
+from faas.sandbox.launcher import Launcher
+from faas.store.code import CodeLimits, CodeStore
+from faas.store.sqlite import SqliteStore
+
+log = logging.getLogger(__name__)
+
+StopStep = Callable[[], Awaitable[None]]
+
+
+class ServerState(enum.Enum):
+    NEW = "new"  # constructed, nothing started
+    STARTING = "starting"  # components coming up
+    SERVING = "serving"  # accepting requests
+    STOPPING = "stopping"  # draining and tearing down
+    STOPPED = "stopped"  # everything released
+
+
+class Server:
+    """One faas node: store, catalog, pool, dispatcher and the HTTP front door."""
+
+    __slots__ = ("_config", "_drain", "_runner", "_stop_steps", "catalog", "pool", "port", "state")
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self._stop_steps: list[tuple[str, StopStep]] = []
+        self._runner: web.AppRunner | None = None
+        self._drain = True
+        self.catalog: FunctionCatalog | None = None
+        self.pool: PoolManager | None = None
+        self.port = 0
+        self.state = ServerState.NEW
+
+    @property
+    def url(self) -> str:
+        return f"http://{self._config.api.host}:{self.port}"
+
+    async def start(self) -> None:
+        """Start every component; on failure, stop what started and re-raise."""
+        if self.state is not ServerState.NEW:
+            raise RuntimeError(f"server cannot start from {self.state.value}")
+        self.state = ServerState.STARTING
+        try:
+            await self._start_components()
+        except BaseException:
+            await self._unwind()
+            self.state = ServerState.STOPPED
+            raise
+        self.state = ServerState.SERVING
+
+    async def _start_components(self) -> None:
+        config = self._config
+        data_dir = config.store.data_dir
+        store = SqliteStore(data_dir / "registry.sqlite3")
+        await store.start()
+        self._stop_steps.append(("store", store.stop))
+        code = CodeStore(
+            data_dir / "code",
+            CodeLimits(
+                config.store.max_zip_bytes,
+                config.store.max_unzipped_bytes,
+                config.store.max_zip_entries,
+            ),
+        )
+        await code.start()
+        self._stop_steps.append(("code store", code.stop))
+        arn_prefix = f"arn:aws:lambda:{config.api.region}:{config.api.account_id}:function:"
+        catalog = FunctionCatalog(store, code, arn_prefix)
+        await catalog.start()
+        self._stop_steps.append(("catalog", catalog.stop))
+        self.catalog = catalog
+        await code.collect_garbage(await store.code_hashes_in_use())
+        sink = LogSink(data_dir / "logs")
+        await sink.start()
+        self._stop_steps.append(("log sink", sink.stop))
+        metrics = Metrics()
+        launcher = Launcher(config.api.region, config.pool.max_response_bytes)
+        pool = PoolManager(config.pool, launcher, catalog.code_directory)
+        await pool.start()
+        self._stop_steps.append(("pool", pool.stop))
+        self.pool = pool
+        catalog.add_listener(pool.retire)
+        metrics.add_gauge("faas_environments", "Live execution environments",
+                          lambda: pool.environment_count)  # fmt: skip
+        metrics.add_gauge("faas_concurrent_executions_total", "Busy environments, all functions",
+                          lambda: pool.concurrent_executions)  # fmt: skip
+        invoker = Invoker(config.pool, pool, sink, metrics)
+        dispatcher = AsyncInvokeDispatcher(config.events, store, catalog, invoker, metrics)
+        await dispatcher.start()
+        self._stop_steps.append(("dispatcher", lambda: dispatcher.stop(self._drain_timeout_s())))
+        app = build_app(Services(config, catalog, invoker, dispatcher, pool, metrics))
+        runner = web.AppRunner(
+            app,
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=config.api.shutdown_timeout_s,
+        )
+        await runner.setup()
+        self._runner = runner
+        self._stop_steps.append(("http", self._stop_http))
+        site = web.TCPSite(runner, config.api.host, config.api.port, reuse_address=True)
+        await site.start()
+        self.port = int(runner.addresses[0][1])
+
+    def _drain_timeout_s(self) -> float:
+        return self._config.api.shutdown_timeout_s if self._drain else 0.0
+
+    async def _stop_http(self) -> None:
+        if self._runner is not None:
+            # Closes the listener, then waits for in-flight requests (bounded by shutdown_timeout).
+            if not self._drain:
+                self._runner._shutdown_timeout = 0.0  # second signal: skip the drain
+            await self._runner.cleanup()
+
+    async def stop(self, drain: bool = True) -> None:
+        """Stop accepting, drain in-flight work (if ``drain``), then release everything."""
+        if self.state in (ServerState.STOPPING, ServerState.STOPPED):
+            return
+        self._drain = drain
+        self.state = ServerState.STOPPING
+        await self._unwind()
+        self.state = ServerState.STOPPED
+
+    async def _unwind(self) -> None:
+        failures: list[BaseException] = []
+        while self._stop_steps:
+            name, step = self._stop_steps.pop()
+            try:
+                await step()
+            except Exception as exc:  # keep tearing down; report everything at the end
+                log.exception("stopping %s failed", name)
+                failures.append(exc)
+        if failures:
+            raise ExceptionGroup("faas server did not stop cleanly", failures)  # type: ignore[type-var]

@@ -1,0 +1,1 @@
+"""The embedded store: registry, content-addressed code and the durable event queue."""

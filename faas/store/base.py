@@ -1,0 +1,77 @@
+"""Protocols every store backend fills: the only store types other packages import."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from faas.models import FunctionConfig
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedEvent:
+    """One accepted Event invocation, as kept in the durable queue."""
+
+    request_id: str
+    function_name: str
+    qualifier: str
+    payload: bytes
+    enqueued_at: float
+    attempts: int = 0  # function-error attempts already made
+    trace_id: str = ""
+
+
+class FunctionRegistry(Protocol):
+    """Function configurations by (name, version)."""
+
+    async def load_functions(self) -> list[FunctionConfig]:
+        """Every stored configuration."""
+        ...
+
+    async def insert_function(self, config: FunctionConfig) -> None:
+        """Store a new function version.
+
+        Raises:
+            ResourceConflictException: the (name, version) already exists.
+        """
+        ...
+
+    async def replace_function(self, config: FunctionConfig, expected_revision: str) -> None:
+        """Replace a version's configuration if its stored revision is ``expected_revision``.
+
+        Raises:
+            PreconditionFailedException: the stored revision differs.
+        """
+        ...
+
+    async def delete_function(self, name: str) -> None:
+        """Remove every version of a function."""
+        ...
+
+
+class EventQueue(Protocol):
+    """The durable queue of accepted Event invocations (at-least-once)."""
+
+    async def enqueue(self, event: QueuedEvent) -> None:
+        """Return only once the event is durable."""
+        ...
+
+    async def lease(self, limit: int, lease_s: float, now: float) -> list[QueuedEvent]:
+        """Take up to ``limit`` visible events, hidden for ``lease_s`` seconds."""
+        ...
+
+    async def ack(self, request_id: str) -> None:
+        """The event is done (succeeded or dropped); remove it."""
+        ...
+
+    async def retry(self, request_id: str, visible_at: float, attempts: int) -> None:
+        """Release a leased event to run again at ``visible_at``."""
+        ...
+
+    async def release_all_leases(self) -> None:
+        """Make every leased event visible again (a fresh node owns nothing)."""
+        ...
+
+    async def depth(self) -> int:
+        """How many events wait or run."""
+        ...

@@ -1,0 +1,242 @@
+"""The embedded store backend: SQLite in WAL mode through aiosqlite's own thread.
+
+Design notes: one connection serves everything, so every statement runs on
+aiosqlite's single worker thread and never blocks the event loop. Event enqueues
+are group-committed: concurrent ``enqueue`` calls that arrive while a commit is
+in flight share the next transaction, so durability (synchronous=FULL) costs one
+fsync per batch rather than one per event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import sqlite3
+from importlib import resources
+from pathlib import Path
+
+import aiosqlite
+import orjson
+
+from faas.errors import PreconditionFailedException, ResourceConflictException
+from faas.models import FunctionConfig
+from faas.store.base import QueuedEvent
+
+
+class StoreState(enum.Enum):
+    NEW = "new"  # constructed, no connection yet
+    RUNNING = "running"  # connection open, flusher running
+    STOPPED = "stopped"  # closed; cannot be started again
+
+
+def _migrations() -> list[tuple[int, str]]:
+    schema = resources.files("faas.store").joinpath("schema")
+    steps = []
+    for entry in schema.iterdir():
+        if entry.name.endswith(".sql"):
+            steps.append((int(entry.name.split("_", 1)[0]), entry.read_text()))
+    return sorted(steps)
+
+
+class SqliteStore:
+    """FunctionRegistry and EventQueue over one SQLite file."""
+
+    __slots__ = ("_conn", "_flusher", "_path", "_pending", "_pending_ready", "_state")
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._conn: aiosqlite.Connection | None = None
+        self._state = StoreState.NEW
+        self._pending: list[tuple[QueuedEvent, asyncio.Future[None]]] = []
+        self._pending_ready = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if self._state is not StoreState.NEW:
+            raise RuntimeError(f"store cannot start from {self._state.value}")
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        conn = await aiosqlite.connect(self._path, isolation_level=None)
+        self._conn = conn
+        await conn.execute("PRAGMA journal_mode=WAL")
+        await conn.execute("PRAGMA synchronous=FULL")
+        await conn.execute("PRAGMA busy_timeout=5000")
+        await self._migrate(conn)
+        self._flusher = asyncio.create_task(self._flush_loop(), name="store-event-flusher")
+        self._state = StoreState.RUNNING
+
+    async def stop(self) -> None:
+        if self._state is not StoreState.RUNNING:
+            self._state = StoreState.STOPPED
+            return
+        self._state = StoreState.STOPPED
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        for _, waiter in self._pending:
+            if not waiter.done():
+                waiter.set_exception(RuntimeError("store stopped before the event was stored"))
+        self._pending.clear()
+        if self._conn is not None:
+            await self._conn.close()
+
+    @property
+    def conn(self) -> aiosqlite.Connection:
+        if self._conn is None or self._state is not StoreState.RUNNING:
+            raise RuntimeError("store is not running")
+        return self._conn
+
+    async def _migrate(self, conn: aiosqlite.Connection) -> None:
+        async with conn.execute("PRAGMA user_version") as cursor:
+            row = await cursor.fetchone()
+        current = int(row[0]) if row else 0
+        for number, script in _migrations():
+            if number <= current:
+                continue
+            await conn.executescript(f"BEGIN;\n{script}\nPRAGMA user_version={number};\nCOMMIT;")
+
+    # FunctionRegistry
+
+    async def load_functions(self) -> list[FunctionConfig]:
+        async with self.conn.execute("SELECT config FROM functions ORDER BY name") as cursor:
+            rows = await cursor.fetchall()
+        return [FunctionConfig.from_record(orjson.loads(row[0])) for row in rows]
+
+    async def insert_function(self, config: FunctionConfig) -> None:
+        try:
+            await self.conn.execute(
+                "INSERT INTO functions (name, version, revision_id, code_sha256, config)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (
+                    config.name,
+                    config.version,
+                    config.revision_id,
+                    config.code_sha256_hex,
+                    orjson.dumps(config.to_record()),
+                ),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise ResourceConflictException(f"Function already exist: {config.name}") from exc
+
+    async def replace_function(self, config: FunctionConfig, expected_revision: str) -> None:
+        cursor = await self.conn.execute(
+            "UPDATE functions SET revision_id = ?, code_sha256 = ?, config = ?"
+            " WHERE name = ? AND version = ? AND revision_id = ?",
+            (
+                config.revision_id,
+                config.code_sha256_hex,
+                orjson.dumps(config.to_record()),
+                config.name,
+                config.version,
+                expected_revision,
+            ),
+        )
+        if cursor.rowcount != 1:
+            raise PreconditionFailedException(
+                "The Revision Id provided does not match the latest Revision Id. "
+                "Call the GetFunction/GetAlias API to retrieve the latest Revision Id"
+            )
+
+    async def delete_function(self, name: str) -> None:
+        await self.conn.execute("DELETE FROM functions WHERE name = ?", (name,))
+
+    async def code_hashes_in_use(self) -> set[str]:
+        async with self.conn.execute("SELECT DISTINCT code_sha256 FROM functions") as cursor:
+            rows = await cursor.fetchall()
+        return {str(row[0]) for row in rows}
+
+    # EventQueue
+
+    async def enqueue(self, event: QueuedEvent) -> None:
+        if self._state is not StoreState.RUNNING:
+            raise RuntimeError("store is not running")
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((event, waiter))
+        self._pending_ready.set()
+        await waiter
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._pending_ready.wait()
+            self._pending_ready.clear()
+            batch, self._pending = self._pending, []
+            if not batch:
+                continue
+            try:
+                await self._insert_events([event for event, _ in batch])
+            except Exception as exc:  # task boundary: every waiter learns of the failure
+                for _, waiter in batch:
+                    if not waiter.done():
+                        waiter.set_exception(exc)
+                continue
+            for _, waiter in batch:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    async def _insert_events(self, events: list[QueuedEvent]) -> None:
+        conn = self.conn
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            await conn.executemany(
+                "INSERT OR IGNORE INTO events (request_id, function_name, qualifier, payload,"
+                " trace_id, enqueued_at, visible_at, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        e.request_id,
+                        e.function_name,
+                        e.qualifier,
+                        e.payload,
+                        e.trace_id,
+                        e.enqueued_at,
+                        e.enqueued_at,
+                        e.attempts,
+                    )
+                    for e in events
+                ],
+            )
+            await conn.execute("COMMIT")
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+
+    async def lease(self, limit: int, lease_s: float, now: float) -> list[QueuedEvent]:
+        async with self.conn.execute(
+            "UPDATE events SET lease_until = ? WHERE seq IN ("
+            " SELECT seq FROM events WHERE visible_at <= ?"
+            " AND (lease_until IS NULL OR lease_until <= ?) ORDER BY visible_at, seq LIMIT ?)"
+            " RETURNING request_id, function_name, qualifier, payload, enqueued_at, attempts,"
+            " trace_id",
+            (now + lease_s, now, now, limit),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [
+            QueuedEvent(
+                request_id=row[0],
+                function_name=row[1],
+                qualifier=row[2],
+                payload=bytes(row[3]),
+                enqueued_at=float(row[4]),
+                attempts=int(row[5]),
+                trace_id=str(row[6]),
+            )
+            for row in rows
+        ]
+
+    async def ack(self, request_id: str) -> None:
+        await self.conn.execute("DELETE FROM events WHERE request_id = ?", (request_id,))
+
+    async def retry(self, request_id: str, visible_at: float, attempts: int) -> None:
+        await self.conn.execute(
+            "UPDATE events SET visible_at = ?, attempts = ?, lease_until = NULL"
+            " WHERE request_id = ?",
+            (visible_at, attempts, request_id),
+        )
+
+    async def release_all_leases(self) -> None:
+        await self.conn.execute("UPDATE events SET lease_until = NULL")
+
+    async def depth(self) -> int:
+        async with self.conn.execute("SELECT COUNT(*) FROM events") as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
