@@ -45,6 +45,12 @@ def zip_directory(directory: Path) -> bytes:
     return buffer.getvalue()
 
 
+def _function_directories(root: Path) -> list[Path]:
+    if (root / MANIFEST).is_file():
+        return [root]
+    return [path for path in sorted(root.iterdir()) if (path / MANIFEST).is_file()]
+
+
 def _read_bundle(directory: Path) -> tuple[dict[str, Any], bytes]:
     manifest = orjson.loads((directory / MANIFEST).read_bytes())
     return manifest, zip_directory(directory)
@@ -52,11 +58,9 @@ def _read_bundle(directory: Path) -> tuple[dict[str, Any], bytes]:
 
 async def deploy_directory(catalog: FunctionCatalog, root: Path) -> list[str]:
     """Deploy every function directory under ``root`` (or ``root`` itself); returns names."""
-    candidates = [root] if (root / MANIFEST).is_file() else sorted(root.iterdir())
+    candidates = await asyncio.to_thread(_function_directories, root)
     deployed = []
     for directory in candidates:
-        if not (directory / MANIFEST).is_file():
-            continue
         manifest, zip_bytes = await asyncio.to_thread(_read_bundle, directory)
         name = str(manifest.pop("FunctionName", directory.name))
         manifest.setdefault("Role", _DEFAULT_ROLE)

@@ -206,7 +206,8 @@ def _optional_settings(body: Mapping[str, Any]) -> dict[str, Any]:
             raise _constraint(
                 architectures,
                 "architectures",
-                "Member must have length less than or equal to 1 and satisfy enum value set: [x86_64, arm64]",
+                "Member must have length less than or equal to 1 and satisfy enum value set: "
+                "[x86_64, arm64]",
             )
         fields["architectures"] = tuple(architectures)
     storage = _object(body, "EphemeralStorage")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import site
 import socket
 import sys
 import time
@@ -66,12 +67,16 @@ def log_stream_name(version: str) -> str:
 class Launcher:
     """Starts native Python runtime processes for function configurations."""
 
-    __slots__ = ("_max_response_bytes", "_region", "_runtime_dir")
+    __slots__ = ("_max_response_bytes", "_python_path", "_region", "_runtime_dir")
 
     def __init__(self, region: str, max_response_bytes: int) -> None:
         self._region = region
         self._max_response_bytes = max_response_bytes
         self._runtime_dir = self._find_runtime_dir()
+        # The runtime starts with -S (no site processing: ~40 ms less per cold start), so
+        # the host's site-packages (msgpack, and boto3 as on Lambda) go on PYTHONPATH instead.
+        site_dirs = [path for path in site.getsitepackages() if os.path.isdir(path)]
+        self._python_path = os.pathsep.join([self._runtime_dir, *site_dirs])
 
     @staticmethod
     def _find_runtime_dir() -> str:
@@ -91,10 +96,13 @@ class Launcher:
             "LANG": "en_US.UTF-8",
             "TZ": ":UTC",
             "LD_LIBRARY_PATH": "/lib64:/usr/lib64:/opt/lib",
-            "PYTHONPATH": self._runtime_dir,
             "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
         }
         env.update(config.environment)
+        user_path = config.environment.get("PYTHONPATH")
+        env["PYTHONPATH"] = (
+            f"{user_path}{os.pathsep}{self._python_path}" if user_path else self._python_path
+        )
         env.update(
             {
                 "_HANDLER": config.handler,
@@ -123,6 +131,7 @@ class Launcher:
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
+                "-S",
                 "-m",
                 "faas_python_runtime",
                 cwd=code_directory,

@@ -127,7 +127,8 @@ class CodeStore:
 
 def _invalid_zip(detail: str) -> InvalidParameterValueException:
     return InvalidParameterValueException(
-        f"Could not unzip uploaded file. Please check your file, then try to upload again. ({detail})"
+        "Could not unzip uploaded file. Please check your file, then try to upload again."
+        f" ({detail})"
     )
 
 
@@ -172,24 +173,33 @@ def unpack_zip(zip_bytes: bytes, destination: Path, limits: CodeLimits) -> int:
         archive = zipfile.ZipFile(io.BytesIO(zip_bytes))
     except (zipfile.BadZipFile, ValueError) as exc:
         raise _invalid_zip("not a zip file") from exc
-    written = 0
     root = destination.resolve()
     with archive:
-        for info in _check_entries(archive, limits):
-            relative = _safe_relative_path(info.filename)
-            target = root.joinpath(*relative.parts)
-            mode = (info.external_attr >> 16) & 0o177777
-            if info.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if stat.S_ISLNK(mode):
-                written += _write_symlink(archive, info, target, root)
-                continue
-            written += _copy_entry(archive, info, target, limits.max_unzipped_bytes - written)
-            if written > limits.max_unzipped_bytes:
-                raise _unzipped_too_large(limits)
-            os.chmod(target, 0o755 if mode & 0o111 else 0o644)
+        try:
+            return _unpack_entries(archive, root, limits)
+        except (FileExistsError, NotADirectoryError, IsADirectoryError) as exc:
+            raise _invalid_zip(f"conflicting entries: {exc}") from exc
+
+
+def _unpack_entries(archive: zipfile.ZipFile, root: Path, limits: CodeLimits) -> int:
+    written = 0
+    for info in _check_entries(archive, limits):
+        relative = _safe_relative_path(info.filename)
+        target = root.joinpath(*relative.parts)
+        mode = (info.external_attr >> 16) & 0o177777
+        if info.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.parent.resolve().is_relative_to(root):
+            raise _invalid_zip(f"entry {info.filename!r} leaves the code directory")
+        if stat.S_ISLNK(mode):
+            written += _write_symlink(archive, info, target, root)
+            continue
+        written += _copy_entry(archive, info, target, limits.max_unzipped_bytes - written)
+        if written > limits.max_unzipped_bytes:
+            raise _unzipped_too_large(limits)
+        os.chmod(target, 0o755 if mode & 0o111 else 0o644)
     return written
 
 
@@ -197,7 +207,10 @@ def _write_symlink(
     archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, root: Path
 ) -> int:
     link = archive.read(info)[:4096].decode("utf-8", "replace")
-    resolved = (target.parent / link).resolve()
+    try:
+        resolved = (target.parent / link).resolve()
+    except (RuntimeError, OSError) as exc:  # a symlink loop
+        raise _invalid_zip(f"symlink {info.filename!r} cannot be resolved") from exc
     if os.path.isabs(link) or not resolved.is_relative_to(root):
         raise _invalid_zip(f"symlink {info.filename!r} points outside the code directory")
     target.symlink_to(link)

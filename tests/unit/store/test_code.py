@@ -102,3 +102,26 @@ async def test_store_refuses_oversize_zip(tmp_path: Path) -> None:
     await store.start()
     with pytest.raises(RequestTooLargeException):
         await store.put(b"x" * 101)
+
+
+def test_writing_through_a_symlinked_directory_stays_inside(tmp_path: Path) -> None:
+    target = tmp_path / "code"
+    target.mkdir()
+    data = make_zip({"sub/keep.txt": b"k"}, {"d": "sub"})
+    # A second archive writes a file through the (inside) symlink: allowed, lands in sub/.
+    unpack_zip(data, target, LIMITS)
+    buffer = io.BytesIO(data)
+    with zipfile.ZipFile(buffer, "a") as archive:
+        archive.writestr("d/x.txt", "x")
+    other = tmp_path / "other"
+    other.mkdir()
+    unpack_zip(buffer.getvalue(), other, LIMITS)
+    assert (other / "sub" / "x.txt").read_text() == "x"
+
+
+def test_symlink_loop_and_conflicting_entries_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(InvalidParameterValueException):
+        unpack_zip(make_zip({}, {"a": "b", "b": "a", "c": "a/x"}), tmp_path / "1", LIMITS)
+    (tmp_path / "2").mkdir()
+    with pytest.raises(InvalidParameterValueException):
+        unpack_zip(make_zip({"f": b"file", "f/g": b"under a file"}), tmp_path / "2", LIMITS)

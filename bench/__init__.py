@@ -1,0 +1,1 @@
+"""The faas load benchmark suite."""
