@@ -100,7 +100,7 @@ class Server:
         await sink.start()
         self._stop_steps.append(("log sink", sink.stop))
         metrics = Metrics()
-        launcher = Launcher(config.api.region, config.pool.max_response_bytes)
+        launcher = Launcher(config.api.region, config.pool.max_response_bytes, data_dir / "pycache")
         pool = PoolManager(config.pool, launcher, catalog.code_directory)
         await pool.start()
         self._stop_steps.append(("pool", pool.stop))

@@ -16,6 +16,7 @@ import contextlib
 import enum
 import signal
 import time
+from collections import deque
 from datetime import UTC, datetime
 
 import orjson
@@ -76,6 +77,7 @@ class Environment:
         "_launcher",
         "_log",
         "_output_tasks",
+        "_unclaimed",
         "_waiter",
         "code_directory",
         "config",
@@ -93,6 +95,8 @@ class Environment:
         self._launched: LaunchedRuntime | None = None
         self._channel: ControlChannel | None = None
         self._waiter: asyncio.Future[Frame] | None = None
+        # Frames that arrived while nobody waited (e.g. `ready` before start() awaits it).
+        self._unclaimed: deque[Frame] = deque()
         self._closed = asyncio.Event()
         self._log: InvocationLog | None = None
         self._output_tasks: list[asyncio.Task[None]] = []
@@ -115,8 +119,8 @@ class Environment:
     def log_stream_name(self) -> str:
         return self._launched.log_stream_name if self._launched else ""
 
-    async def start(self, log: InvocationLog, init_timeout_s: float) -> None:
-        """Start the runtime and run Init; output goes to ``log``.
+    async def start(self, log: InvocationLog, init_timeout_s: float, request_id: str) -> None:
+        """Start the runtime and run Init for the invocation ``request_id``; output goes to ``log``.
 
         Raises:
             InitFailed: Init reported an error, crashed, or ran past ``init_timeout_s``.
@@ -160,7 +164,8 @@ class Environment:
         raise InitFailed(
             RUNTIME_EXIT_ERROR,
             _error_json(
-                RUNTIME_EXIT_ERROR, f"RequestId:  Error: Runtime exited with error: {description}"
+                RUNTIME_EXIT_ERROR,
+                f"RequestId: {request_id} Error: Runtime exited with error: {description}",
             ),
         )
 
@@ -274,10 +279,12 @@ class Environment:
 
     async def _await_frame(self, timeout_s: float) -> Frame | None:
         """The next result-bearing frame; ``{}`` if the socket closed; None on timeout."""
+        if self._unclaimed:
+            return self._unclaimed.popleft()
+        if self._closed.is_set():
+            return {}
         waiter: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
         self._waiter = waiter
-        if self._closed.is_set():
-            waiter.set_result({})
         try:
             return await asyncio.wait_for(waiter, timeout_s)
         except TimeoutError:
@@ -294,6 +301,8 @@ class Environment:
             return
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(frame)
+        else:
+            self._unclaimed.append(frame)
 
     def _on_closed(self) -> None:
         self._closed.set()

@@ -53,7 +53,7 @@ class Invoker:
             if lease.is_cold:
                 self._metrics.cold_starts.labels(function.name).inc()
                 try:
-                    await env.start(log, max(self._config.init_timeout_s, 0.1))
+                    await env.start(log, max(self._config.init_timeout_s, 0.1), request.request_id)
                 except InitFailed as failure:
                     log.write_line(start_line(request.request_id, function.version))
                     return self._finish(request, log, failure.payload, failure.error_type,

@@ -67,10 +67,12 @@ def log_stream_name(version: str) -> str:
 class Launcher:
     """Starts native Python runtime processes for function configurations."""
 
-    __slots__ = ("_max_response_bytes", "_python_path", "_region", "_runtime_dir")
+    __slots__ = ("_max_response_bytes", "_pycache_dir", "_python_path", "_region", "_runtime_dir")
 
-    def __init__(self, region: str, max_response_bytes: int) -> None:
+    def __init__(self, region: str, max_response_bytes: int, pycache_dir: Path) -> None:
         self._region = region
+        # Bytecode goes here, keyed by source path, so code directories stay as unpacked.
+        self._pycache_dir = str(pycache_dir)
         self._max_response_bytes = max_response_bytes
         self._runtime_dir = self._find_runtime_dir()
         # The runtime starts with -S (no site processing: ~40 ms less per cold start), so
@@ -97,6 +99,7 @@ class Launcher:
             "TZ": ":UTC",
             "LD_LIBRARY_PATH": "/lib64:/usr/lib64:/opt/lib",
             "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
+            "PYTHONPYCACHEPREFIX": self._pycache_dir,
         }
         env.update(config.environment)
         user_path = config.environment.get("PYTHONPATH")

@@ -149,8 +149,12 @@ def _check_entries(archive: zipfile.ZipFile, limits: CodeLimits) -> list[zipfile
     if len(entries) > limits.max_entries:
         raise _invalid_zip(f"more than {limits.max_entries} entries")
     declared = 0
+    seen: set[str] = set()
     for info in entries:
-        _safe_relative_path(info.filename)
+        name = str(_safe_relative_path(info.filename))
+        if name in seen and not info.is_dir():
+            raise _invalid_zip(f"entry {info.filename!r} appears twice")
+        seen.add(name)
         declared += info.file_size
     if declared > limits.max_unzipped_bytes:
         raise _unzipped_too_large(limits)
@@ -166,6 +170,11 @@ def _unzipped_too_large(limits: CodeLimits) -> InvalidParameterValueException:
 def unpack_zip(zip_bytes: bytes, destination: Path, limits: CodeLimits) -> int:
     """Unpack a deployment zip into ``destination``; returns the bytes written.
 
+    Regular files and directories are written first, while the tree holds no symlink
+    that a write could follow; symlinks come last, each created in a real directory,
+    and every one is checked against the finished tree, so no chain of links can
+    point outside ``destination``.
+
     Raises:
         InvalidParameterValueException: not a zip, a hostile entry, or over the size cap.
     """
@@ -173,33 +182,36 @@ def unpack_zip(zip_bytes: bytes, destination: Path, limits: CodeLimits) -> int:
         archive = zipfile.ZipFile(io.BytesIO(zip_bytes))
     except (zipfile.BadZipFile, ValueError) as exc:
         raise _invalid_zip("not a zip file") from exc
+    destination.mkdir(parents=True, exist_ok=True)
     root = destination.resolve()
     with archive:
         try:
             return _unpack_entries(archive, root, limits)
-        except (FileExistsError, NotADirectoryError, IsADirectoryError) as exc:
-            raise _invalid_zip(f"conflicting entries: {exc}") from exc
+        except OSError as exc:
+            raise _invalid_zip(f"entries cannot be unpacked: {exc.strerror or exc}") from exc
 
 
 def _unpack_entries(archive: zipfile.ZipFile, root: Path, limits: CodeLimits) -> int:
     written = 0
+    links: list[tuple[zipfile.ZipInfo, Path]] = []
     for info in _check_entries(archive, limits):
-        relative = _safe_relative_path(info.filename)
-        target = root.joinpath(*relative.parts)
+        target = root.joinpath(*_safe_relative_path(info.filename).parts)
         mode = (info.external_attr >> 16) & 0o177777
-        if info.is_dir():
-            target.mkdir(parents=True, exist_ok=True)
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if not target.parent.resolve().is_relative_to(root):
-            raise _invalid_zip(f"entry {info.filename!r} leaves the code directory")
         if stat.S_ISLNK(mode):
-            written += _write_symlink(archive, info, target, root)
-            continue
-        written += _copy_entry(archive, info, target, limits.max_unzipped_bytes - written)
-        if written > limits.max_unzipped_bytes:
-            raise _unzipped_too_large(limits)
-        os.chmod(target, 0o755 if mode & 0o111 else 0o644)
+            links.append((info, target))
+        elif info.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            written += _copy_entry(archive, info, target, limits.max_unzipped_bytes - written)
+            if written > limits.max_unzipped_bytes:
+                raise _unzipped_too_large(limits)
+            os.chmod(target, 0o755 if mode & 0o111 else 0o644)
+    for info, target in links:
+        written += _write_symlink(archive, info, target, root)
+    for info, target in links:
+        if not Path(os.path.realpath(target)).is_relative_to(root):
+            raise _invalid_zip(f"symlink {info.filename!r} points outside the code directory")
     return written
 
 
@@ -207,11 +219,13 @@ def _write_symlink(
     archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, root: Path
 ) -> int:
     link = archive.read(info)[:4096].decode("utf-8", "replace")
-    try:
-        resolved = (target.parent / link).resolve()
-    except (RuntimeError, OSError) as exc:  # a symlink loop
-        raise _invalid_zip(f"symlink {info.filename!r} cannot be resolved") from exc
-    if os.path.isabs(link) or not resolved.is_relative_to(root):
+    if os.path.isabs(link) or "\x00" in link:
+        raise _invalid_zip(f"symlink {info.filename!r} points outside the code directory")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # The link must sit in a real directory of the tree, not behind another link.
+    if Path(os.path.realpath(target.parent)) != target.parent:
+        raise _invalid_zip(f"symlink {info.filename!r} is placed through another symlink")
+    if not Path(os.path.normpath(target.parent / link)).is_relative_to(root):
         raise _invalid_zip(f"symlink {info.filename!r} points outside the code directory")
     target.symlink_to(link)
     return len(link)

@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import traceback
 
 from .channel import Channel
@@ -19,21 +20,38 @@ from .errors import UNHANDLED_EXCEPTION_WARNING, error_from_exception, format_er
 from .handler_loader import load_handler
 from .invoker import Invoker
 from .output import OutputCapture
-from .settings import RuntimeSettings, take_settings
+from .settings import RuntimeSettings, kill_own_group, take_settings
 
 PR_SET_PDEATHSIG = 1
+# A real-time signal no handler code is expected to use.
+PARENT_DEATH_SIGNAL_OFFSET = 3
 
 
 def die_with_parent(parent_pid: int) -> None:
-    """Ask Linux to SIGKILL us when the node dies; exit now if it already has."""
+    """Make the whole environment die with the node; exit now if it already has.
+
+    Linux signals us when the node dies (PR_SET_PDEATHSIG). A thread that waits for
+    that signal then SIGKILLs our whole process group, so children a handler started
+    go too, whatever the handler's own thread is doing at that moment.
+    """
     if sys.platform.startswith("linux"):
+        signum = signal.SIGRTMIN + PARENT_DEATH_SIGNAL_OFFSET
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signum})
+        threading.Thread(
+            target=_kill_group_on_signal, args=(signum,), name="parent-death", daemon=True
+        ).start()
         try:
             libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)
         except (OSError, AttributeError):
             pass  # no prctl here: end of file on the socket still ends us
     if os.getppid() != parent_pid:
         os._exit(1)
+
+
+def _kill_group_on_signal(signum: int) -> None:
+    signal.sigwait({signum})
+    kill_own_group()
 
 
 def initialise(
@@ -84,7 +102,7 @@ def run_and_exit() -> None:
     except SystemExit as exc:  # sys.exit() in user code ends the environment, as on Lambda
         status = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
     except ConnectionError:
-        status = 1  # the node closed the socket while we were writing
+        kill_own_group()  # the node is gone: take the handler's children too
     except BaseException:
         traceback.print_exc()
         status = 1

@@ -22,6 +22,7 @@ from .errors import (
 )
 from .handler_loader import Handler
 from .output import OutputCapture
+from .settings import kill_own_group
 
 TRACE_ID_VAR = "_X_AMZN_TRACE_ID"
 
@@ -85,11 +86,15 @@ class Invoker:
         self._max_response_bytes = max_response_bytes
 
     def serve(self) -> int:
-        """Answer invokes until `shutdown` or end of file; returns the exit status (0)."""
+        """Answer invokes until `shutdown`; returns the exit status (0).
+
+        End of file means the node is gone: the whole process group (the handler's
+        children included) is killed at once, as nobody is left to clean it up.
+        """
         while True:
             frame = self._channel.receive()
             if frame is None:
-                return 0
+                kill_own_group()
             kind = frame.get("t")
             if kind == "invoke":
                 answer = self.invoke(frame)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import MutableMapping
 from dataclasses import dataclass
+from typing import NoReturn
 
 PRIVATE_PREFIX = "_FAAS_"
 CONTROL_FD_VAR = "_FAAS_CONTROL_FD"
@@ -42,3 +44,14 @@ class RuntimeSettings:
 def take_settings() -> RuntimeSettings:
     """Read the settings from (and scrub them out of) this process's environment."""
     return RuntimeSettings.take_from(os.environ)
+
+
+def kill_own_group() -> NoReturn:
+    """SIGKILL our process group if we lead it (the node starts us in our own session).
+
+    A runtime started any other way (a test, a shell) only exits: it must never take
+    down a process group that is not its own.
+    """
+    if os.getpgid(0) == os.getpid():
+        os.killpg(0, signal.SIGKILL)
+    os._exit(1)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import stat
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -104,24 +105,35 @@ async def test_store_refuses_oversize_zip(tmp_path: Path) -> None:
         await store.put(b"x" * 101)
 
 
-def test_writing_through_a_symlinked_directory_stays_inside(tmp_path: Path) -> None:
-    target = tmp_path / "code"
-    target.mkdir()
-    data = make_zip({"sub/keep.txt": b"k"}, {"d": "sub"})
-    # A second archive writes a file through the (inside) symlink: allowed, lands in sub/.
-    unpack_zip(data, target, LIMITS)
-    buffer = io.BytesIO(data)
+def test_file_behind_a_symlinked_directory_is_refused(tmp_path: Path) -> None:
+    buffer = io.BytesIO(make_zip({"sub/keep.txt": b"k"}, {"d": "sub"}))
     with zipfile.ZipFile(buffer, "a") as archive:
         archive.writestr("d/x.txt", "x")
-    other = tmp_path / "other"
-    other.mkdir()
-    unpack_zip(buffer.getvalue(), other, LIMITS)
-    assert (other / "sub" / "x.txt").read_text() == "x"
-
-
-def test_symlink_loop_and_conflicting_entries_are_refused(tmp_path: Path) -> None:
     with pytest.raises(InvalidParameterValueException):
-        unpack_zip(make_zip({}, {"a": "b", "b": "a", "c": "a/x"}), tmp_path / "1", LIMITS)
-    (tmp_path / "2").mkdir()
+        unpack_zip(buffer.getvalue(), tmp_path / "code", LIMITS)
+
+
+def test_symlink_chain_cannot_climb_out(tmp_path: Path) -> None:
+    # Each link looks harmless when made; together l0 would point two levels up.
+    chain = {"l0": "l1/..", "l1": "l2/..", "l2": "."}
+    target = tmp_path / "a" / "b" / "code"
+    with pytest.raises(InvalidParameterValueException, match="outside"):
+        unpack_zip(make_zip({}, chain), target, LIMITS)
+
+
+def test_symlink_loop_stays_inside_and_conflicts_are_refused(tmp_path: Path) -> None:
+    unpack_zip(make_zip({}, {"a": "b", "b": "a"}), tmp_path / "1", LIMITS)
+    assert (tmp_path / "1" / "a").is_symlink()
     with pytest.raises(InvalidParameterValueException):
         unpack_zip(make_zip({"f": b"file", "f/g": b"under a file"}), tmp_path / "2", LIMITS)
+    with pytest.raises(InvalidParameterValueException, match="twice"):
+        unpack_zip(_duplicate_zip(), tmp_path / "3", LIMITS)
+
+
+def _duplicate_zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # zipfile warns of the duplicate
+        archive.writestr("app.py", "a")
+        archive.writestr("app.py", "b")
+    return buffer.getvalue()
