@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--log-level", default="INFO", help="the node's own log level")
     commands.add_parser("settings", help="print the configuration table (Markdown)")
+    bench = commands.add_parser(
+        "bench", help="run a load benchmark scenario (see bench/README.md)", add_help=False
+    )
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -105,6 +109,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "settings":
         print(settings_table())
         return
+    if args.command == "bench":
+        from bench.cli import main as bench_main
+
+        sys.exit(bench_main(args.bench_args))
     overrides = {setting.name: getattr(args, setting.name) for setting in SETTINGS}
     try:
         config = load_config(os.environ, overrides)

@@ -95,6 +95,8 @@ class InvocationResult:
     duration_ms: float = 0.0
     init_duration_ms: float | None = None
     max_memory_mb: int = 0
+    # Where the node spent the time, in ms (schedule, spawn, runtime_init, function_init, invoke).
+    timings: tuple[tuple[str, float], ...] = ()
 
     @property
     def is_error(self) -> bool:

@@ -23,6 +23,7 @@ import orjson
 
 from faas.errors import (
     RUNTIME_EXIT_ERROR,
+    SANDBOX_TIMEDOUT,
     InitFailed,
     InvokeTimedOut,
     RuntimeExited,
@@ -82,6 +83,7 @@ class Environment:
         "code_directory",
         "config",
         "init_duration_ms",
+        "init_timings",
         "invocations",
         "last_used",
         "state",
@@ -101,6 +103,8 @@ class Environment:
         self._log: InvocationLog | None = None
         self._output_tasks: list[asyncio.Task[None]] = []
         self.init_duration_ms = 0.0
+        # Where a cold start's time went, in ms: spawn, runtime_init, function_init.
+        self.init_timings: dict[str, float] = {}
         self.invocations = 0
         self.last_used = time.monotonic()
 
@@ -131,6 +135,7 @@ class Environment:
         self._log = log
         started = time.perf_counter()
         self._launched = await self._launcher.launch(self.config, self.code_directory)
+        spawn_ms = (time.perf_counter() - started) * 1000
         loop = asyncio.get_running_loop()
         _, channel = await loop.connect_accepted_socket(
             lambda: ControlChannel(self._on_frame, self._on_closed), self._launched.control
@@ -153,6 +158,12 @@ class Environment:
             )
         kind = frame.get("t")
         if kind == "ready":
+            function_init_ms = float(frame.get("function_init_ms") or 0.0)
+            self.init_timings = {
+                "spawn": spawn_ms,
+                "runtime_init": max(0.0, self.init_duration_ms - spawn_ms - function_init_ms),
+                "function_init": function_init_ms,
+            }
             self.state = EnvironmentState.IDLE
             self._log = None
             return
@@ -208,7 +219,7 @@ class Environment:
             stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
             message = f"{stamp} {request.request_id} Task timed out after {elapsed:.2f} seconds"
             log.write_line(message)
-            raise InvokeTimedOut("Sandbox.Timedout", orjson.dumps({"errorMessage": message}))
+            raise InvokeTimedOut(SANDBOX_TIMEDOUT, orjson.dumps({"errorMessage": message}))
         kind = frame.get("t")
         if kind in ("result", "error") and frame.get("id") == request.request_id:
             self.state = EnvironmentState.IDLE

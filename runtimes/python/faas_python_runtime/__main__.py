@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 
 from .channel import Channel
@@ -60,7 +61,9 @@ def initialise(
     """Import the handler and send `ready`, or send `init_error` and return None."""
     sys.path.insert(0, os.getcwd())
     try:
+        import_started = time.perf_counter()
         handler = load_handler(settings.handler_name)
+        function_init_ms = (time.perf_counter() - import_started) * 1000
     except Exception as exc:
         error = error_from_exception(exc)
         logging.getLogger().warning(UNHANDLED_EXCEPTION_WARNING)
@@ -69,7 +72,7 @@ def initialise(
         channel.send({"t": "init_error", "payload": json.dumps(error).encode("utf-8")})
         return None
     capture.sink.flush()
-    channel.send({"t": "ready"})
+    channel.send({"t": "ready", "function_init_ms": function_init_ms})
     return Invoker(channel, capture, handler, settings.max_response_bytes)
 
 
