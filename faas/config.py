@@ -43,6 +43,9 @@ class PoolConfig:
     account_concurrency: int = 1000
     max_log_bytes_per_invoke: int = 1024 * 1024
     max_response_bytes: int = 6 * 1024 * 1024 + 100
+    # "native": python3.x functions use the msgpack frame socket; "runtime-api": the HTTP
+    # Runtime API every other runtime uses (same behaviour, slower; for conformance checks).
+    python_transport: str = "native"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +91,7 @@ class Setting:
     parse: Callable[[str], Any]
     help: str
     minimum: float | None = None
+    choices: tuple[str, ...] = ()
 
     @property
     def env_var(self) -> str:
@@ -114,6 +118,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("pool", "shutdown_grace_s", float, "SIGTERM-to-SIGKILL grace at shutdown", 0),
     Setting("pool", "account_concurrency", int, "concurrent executions for the account", 1),
     Setting("pool", "max_log_bytes_per_invoke", int, "log bytes kept per invocation", 4096),
+    Setting(
+        "pool",
+        "python_transport",
+        str,
+        "how python3.x runtimes reach the node",
+        choices=("native", "runtime-api"),
+    ),
     Setting("store", "data_dir", Path, "directory of the embedded store"),
     Setting("store", "max_zip_bytes", int, "largest deployment zip", 1),
     Setting("store", "max_unzipped_bytes", int, "largest unpacked code size", 1),
@@ -162,6 +173,11 @@ def _parse(setting: Setting, raw: Any) -> Any:
         value = setting.parse(raw) if isinstance(raw, str) else raw
     except ValueError as exc:
         raise ConfigError(f"{setting.env_var} / {setting.flag}: cannot use {raw!r}: {exc}") from exc
+    if setting.choices and value not in setting.choices:
+        raise ConfigError(
+            f"{setting.env_var} / {setting.flag}: {value!r} is not one of "
+            + ", ".join(setting.choices)
+        )
     if setting.minimum is not None and value < setting.minimum:
         raise ConfigError(
             f"{setting.env_var} / {setting.flag}: {value!r} is below the minimum {setting.minimum}"

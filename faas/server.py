@@ -25,6 +25,7 @@ from faas.observe.logs import LogSink
 from faas.observe.metrics import Metrics
 from faas.pool.invoker import Invoker
 from faas.pool.manager import PoolManager
+from faas.runtime_api.server import RuntimeApiServer
 from faas.sandbox.launcher import Launcher
 from faas.store.code import CodeLimits, CodeStore
 from faas.store.sqlite import SqliteStore
@@ -100,8 +101,16 @@ class Server:
         await sink.start()
         self._stop_steps.append(("log sink", sink.stop))
         metrics = Metrics()
-        launcher = Launcher(config.api.region, config.pool.max_response_bytes, data_dir / "pycache")
-        pool = PoolManager(config.pool, launcher, catalog.code_directory)
+        launcher = Launcher(
+            config.api.region,
+            config.pool.max_response_bytes,
+            data_dir / "pycache",
+            python_over_runtime_api=config.pool.python_transport == "runtime-api",
+        )
+        runtime_api = RuntimeApiServer()
+        await runtime_api.start()
+        self._stop_steps.append(("runtime API", runtime_api.stop))
+        pool = PoolManager(config.pool, launcher, runtime_api, catalog.code_directory)
         await pool.start()
         self._stop_steps.append(("pool", pool.stop))
         self.pool = pool

@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from faas.errors import InvalidParameterValueException, ValidationException
-from faas.sandbox.launcher import RESERVED_ENV_VARS, SUPPORTED_RUNTIMES
+from faas.sandbox.launcher import RESERVED_ENV_VARS
+from faas.sandbox.runtimes import supported_runtimes
 
 LAMBDA_RUNTIMES = frozenset(
     {
@@ -109,10 +110,11 @@ def _runtime(value: str) -> str:
             "runtime",
             f"Member must satisfy enum value set: [{', '.join(sorted(LAMBDA_RUNTIMES))}]",
         )
-    if value not in SUPPORTED_RUNTIMES:
+    supported = supported_runtimes()
+    if value not in supported:
         raise InvalidParameterValueException(
             f"The runtime parameter of {value} is not supported by this faas node. "
-            f"Supported runtimes: {', '.join(sorted(SUPPORTED_RUNTIMES))}."
+            f"Supported runtimes: {', '.join(sorted(supported))}."
         )
     return value
 

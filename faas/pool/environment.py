@@ -1,12 +1,13 @@
-"""One warm execution environment: a native runtime process and its state machine.
+"""One execution environment: a runtime process, its transport, and its state machine.
 
     NEW -> STARTING -> IDLE <-> BUSY -> STOPPING -> STOPPED
                   \\______________\\________________-> DEAD (crashed, timed out, init failed)
 
-The node sends one ``invoke`` frame at a time and waits for ``result``/``error``.
-Output the runtime sends as ``log`` frames, and raw bytes it writes to its
-stdout/stderr descriptors, go to the log of whatever the environment is doing.
-A timeout kills the whole process group; so does stopping after a grace period.
+The node sends one ``invoke`` at a time and waits for ``result``/``error`` from the
+transport's inbox: msgpack frames for the native Python runtime, or Runtime API
+calls turned into the same frames for every other runtime. Output the runtime
+writes goes to the log of whatever the environment is doing. A timeout kills the
+whole process group; so does stopping after a grace period.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import contextlib
 import enum
 import signal
 import time
-from collections import deque
 from datetime import UTC, datetime
 
 import orjson
@@ -30,7 +30,10 @@ from faas.errors import (
 )
 from faas.models import FunctionConfig, InvocationRequest
 from faas.observe.logs import InvocationLog
-from faas.pool.channel import ControlChannel, Frame
+from faas.pool.channel import Frame
+from faas.pool.transport import NativeTransport, RuntimeTransport
+from faas.runtime_api.server import RuntimeApiServer
+from faas.runtime_api.session import RuntimeSession
 from faas.sandbox.launcher import LaunchedRuntime, Launcher, signal_process_group
 
 _OUTPUT_CHUNK = 64 * 1024
@@ -60,26 +63,29 @@ class InvokeOutcome:
 
 
 def _exit_description(returncode: int | None) -> str:
-    if returncode is None:
+    if returncode is None or returncode == -signal.SIGKILL:
         return "signal: killed"
     if returncode < 0:
-        name = signal.Signals(-returncode).name.removeprefix("SIG").lower()
-        return "signal: killed" if name == "kill" else f"signal: {name}"
+        return f"signal: {signal.Signals(-returncode).name.removeprefix('SIG').lower()}"
     return f"exit status {returncode}"
+
+
+def error_json(error_type: str, message: str) -> bytes:
+    return orjson.dumps({"errorType": error_type, "errorMessage": message})
 
 
 class Environment:
     """A runtime process serving invocations of one function configuration, one at a time."""
 
     __slots__ = (
-        "_channel",
-        "_closed",
+        "_endpoint",
+        "_exit_watch",
         "_launched",
         "_launcher",
         "_log",
         "_output_tasks",
-        "_unclaimed",
-        "_waiter",
+        "_runtime_api",
+        "_transport",
         "code_directory",
         "config",
         "init_duration_ms",
@@ -89,17 +95,22 @@ class Environment:
         "state",
     )
 
-    def __init__(self, config: FunctionConfig, code_directory: str, launcher: Launcher) -> None:
+    def __init__(
+        self,
+        config: FunctionConfig,
+        code_directory: str,
+        launcher: Launcher,
+        runtime_api: RuntimeApiServer,
+    ) -> None:
         self.config = config
         self.code_directory = code_directory
         self._launcher = launcher
+        self._runtime_api = runtime_api
         self.state = EnvironmentState.NEW
         self._launched: LaunchedRuntime | None = None
-        self._channel: ControlChannel | None = None
-        self._waiter: asyncio.Future[Frame] | None = None
-        # Frames that arrived while nobody waited (e.g. `ready` before start() awaits it).
-        self._unclaimed: deque[Frame] = deque()
-        self._closed = asyncio.Event()
+        self._transport: RuntimeTransport | None = None
+        self._endpoint: str | None = None
+        self._exit_watch: asyncio.Task[None] | None = None
         self._log: InvocationLog | None = None
         self._output_tasks: list[asyncio.Task[None]] = []
         self.init_duration_ms = 0.0
@@ -110,10 +121,9 @@ class Environment:
 
     @property
     def is_alive(self) -> bool:
-        return not self._closed.is_set() and self.state not in (
-            EnvironmentState.DEAD,
-            EnvironmentState.STOPPED,
-        )
+        if self._transport is not None and self._transport.inbox.is_closed:
+            return False
+        return self.state not in (EnvironmentState.DEAD, EnvironmentState.STOPPED)
 
     @property
     def pid(self) -> int | None:
@@ -122,6 +132,31 @@ class Environment:
     @property
     def log_stream_name(self) -> str:
         return self._launched.log_stream_name if self._launched else ""
+
+    def _write_log(self, data: bytes) -> None:
+        if self._log is not None:
+            self._log.write(data)
+
+    async def _open_transport(self) -> None:
+        """Start the process with the right door: native frames or a Runtime API endpoint."""
+        if self._launcher.uses_runtime_api(self.config):
+            session = RuntimeSession(self._launcher.max_response_bytes)
+            self._transport = session
+            self._endpoint = await self._runtime_api.open(session)
+            self._launched = await self._launcher.launch(
+                self.config, self.code_directory, runtime_api=self._endpoint
+            )
+        else:
+            native = NativeTransport(self._write_log)
+            self._transport = native
+            self._launched = await self._launcher.launch(self.config, self.code_directory)
+            assert self._launched.control is not None
+            await native.connect(self._launched.control)
+        process = self._launched.process
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                self._output_tasks.append(asyncio.create_task(self._pump_output(stream)))
+        self._exit_watch = asyncio.create_task(self._watch_exit(process))
 
     async def start(self, log: InvocationLog, init_timeout_s: float, request_id: str) -> None:
         """Start the runtime and run Init for the invocation ``request_id``; output goes to ``log``.
@@ -134,30 +169,17 @@ class Environment:
         self.state = EnvironmentState.STARTING
         self._log = log
         started = time.perf_counter()
-        self._launched = await self._launcher.launch(self.config, self.code_directory)
-        spawn_ms = (time.perf_counter() - started) * 1000
-        loop = asyncio.get_running_loop()
-        _, channel = await loop.connect_accepted_socket(
-            lambda: ControlChannel(self._on_frame, self._on_closed), self._launched.control
-        )
-        self._channel = channel
-        process = self._launched.process
-        for stream in (process.stdout, process.stderr):
-            if stream is not None:
-                self._output_tasks.append(asyncio.create_task(self._pump_output(stream)))
-        frame = await self._await_frame(init_timeout_s)
-        self.init_duration_ms = (time.perf_counter() - started) * 1000
-        if frame is None:
+        try:
+            await self._open_transport()
+        except InitFailed:
+            self.init_duration_ms = (time.perf_counter() - started) * 1000
             await self._kill()
-            raise InitFailed(
-                "Runtime.InitTimeout",
-                _error_json(
-                    "Runtime.InitTimeout",
-                    f"Init did not finish within {init_timeout_s:g} seconds",
-                ),
-            )
-        kind = frame.get("t")
-        if kind == "ready":
+            raise
+        spawn_ms = (time.perf_counter() - started) * 1000
+        assert self._transport is not None
+        frame = await self._transport.inbox.get(init_timeout_s)
+        self.init_duration_ms = (time.perf_counter() - started) * 1000
+        if frame is not None and frame.get("t") == "ready":
             function_init_ms = float(frame.get("function_init_ms") or 0.0)
             self.init_timings = {
                 "spawn": spawn_ms,
@@ -168,17 +190,23 @@ class Environment:
             self._log = None
             return
         await self._kill()
-        if kind == "init_error":
+        self._log = None
+        raise await self._init_failure(frame, init_timeout_s, request_id)
+
+    async def _init_failure(
+        self, frame: Frame | None, init_timeout_s: float, request_id: str
+    ) -> InitFailed:
+        if frame is None:
+            message = (
+                f"RequestId: {request_id} Error: Init did not finish within {init_timeout_s:g}s"
+            )
+            return InitFailed("Runtime.InitTimeout", error_json("Runtime.InitTimeout", message))
+        if frame.get("t") == "init_error":
             payload = bytes(frame.get("payload") or b"{}")
-            raise InitFailed(_error_type_of(payload, "Runtime.Unknown"), payload)
+            return InitFailed(_error_type_of(payload, "Runtime.Unknown"), payload)
         description = _exit_description(await self._exit_code())
-        raise InitFailed(
-            RUNTIME_EXIT_ERROR,
-            _error_json(
-                RUNTIME_EXIT_ERROR,
-                f"RequestId: {request_id} Error: Runtime exited with error: {description}",
-            ),
-        )
+        message = f"RequestId: {request_id} Error: Runtime exited with error: {description}"
+        return InitFailed(RUNTIME_EXIT_ERROR, error_json(RUNTIME_EXIT_ERROR, message))
 
     async def invoke(self, request: InvocationRequest, log: InvocationLog) -> InvokeOutcome:
         """Run one invocation within the function's timeout.
@@ -187,7 +215,7 @@ class Environment:
             InvokeTimedOut: the deadline passed; the environment is dead.
             RuntimeExited: the runtime died mid-invoke; the environment is dead.
         """
-        if self.state is not EnvironmentState.IDLE or self._channel is None:
+        if self.state is not EnvironmentState.IDLE or self._transport is None:
             raise RuntimeError(f"environment cannot invoke from {self.state.value}")
         self.state = EnvironmentState.BUSY
         self._log = log
@@ -195,7 +223,7 @@ class Environment:
         started = time.time()
         frame: Frame | None = {}
         try:
-            self._channel.send(
+            self._transport.send(
                 {
                     "t": "invoke",
                     "id": request.request_id,
@@ -210,7 +238,7 @@ class Environment:
         except ConnectionResetError:
             pass  # died while idle: reported below as an exit
         else:
-            frame = await self._await_frame(timeout_s)
+            frame = await self._transport.inbox.get(timeout_s)
         finally:
             self._log = None
         if frame is None:
@@ -227,17 +255,12 @@ class Environment:
             self.last_used = time.monotonic()
             payload = bytes(frame.get("payload") or b"")
             is_error = kind == "error"
-            error_type = str(frame.get("error_type") or "") or None if is_error else None
+            error_type = (str(frame.get("error_type") or "") or None) if is_error else None
             return InvokeOutcome(payload, is_error, error_type, int(frame.get("max_rss_kb") or 0))
         await self._kill()
         description = _exit_description(await self._exit_code())
-        raise RuntimeExited(
-            RUNTIME_EXIT_ERROR,
-            _error_json(
-                RUNTIME_EXIT_ERROR,
-                f"RequestId: {request.request_id} Error: Runtime exited with error: {description}",
-            ),
-        )
+        message = f"RequestId: {request.request_id} Error: Runtime exited with error: {description}"
+        raise RuntimeExited(RUNTIME_EXIT_ERROR, error_json(RUNTIME_EXIT_ERROR, message))
 
     async def stop(self, grace_s: float) -> None:
         """Shutdown phase: ask the runtime to exit, SIGTERM its group, SIGKILL after the grace."""
@@ -247,17 +270,16 @@ class Environment:
         self.state = EnvironmentState.STOPPING
         if self._launched is not None:
             process = self._launched.process
-            if not was_dead and self._channel is not None:
+            if not was_dead and self._transport is not None:
                 with contextlib.suppress(ConnectionResetError):
-                    self._channel.send({"t": "shutdown"})
+                    self._transport.send({"t": "shutdown"})
+            half = grace_s / 2 if grace_s else 0.01
             try:
-                await asyncio.wait_for(process.wait(), grace_s / 2 if grace_s else 0.01)
+                await asyncio.wait_for(process.wait(), half)
             except TimeoutError:
                 signal_process_group(process.pid, signal.SIGTERM)
-                try:
-                    await asyncio.wait_for(process.wait(), grace_s / 2 if grace_s else 0.01)
-                except TimeoutError:
-                    pass
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(process.wait(), half)
             # Anything the runtime left behind in its group goes too.
             signal_process_group(process.pid, signal.SIGKILL)
             await process.wait()
@@ -279,55 +301,31 @@ class Environment:
             return None
 
     async def _release_resources(self) -> None:
-        if self._channel is not None:
-            self._channel.close()
-        for task in self._output_tasks:
+        if self._transport is not None:
+            self._transport.close()
+        if self._endpoint is not None:
+            await self._runtime_api.close(self._endpoint)
+            self._endpoint = None
+        tasks = [*self._output_tasks, *([self._exit_watch] if self._exit_watch else [])]
+        for task in tasks:
             task.cancel()
-        for task in self._output_tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._output_tasks.clear()
+        self._exit_watch = None
 
-    async def _await_frame(self, timeout_s: float) -> Frame | None:
-        """The next result-bearing frame; ``{}`` if the socket closed; None on timeout."""
-        if self._unclaimed:
-            return self._unclaimed.popleft()
-        if self._closed.is_set():
-            return {}
-        waiter: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
-        self._waiter = waiter
-        try:
-            return await asyncio.wait_for(waiter, timeout_s)
-        except TimeoutError:
-            return None
-        finally:
-            self._waiter = None
-
-    def _on_frame(self, frame: Frame) -> None:
-        kind = frame.get("t")
-        if kind == "log":
-            data = frame.get("data")
-            if self._log is not None and isinstance(data, bytes):
-                self._log.write(data)
-            return
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(frame)
-        else:
-            self._unclaimed.append(frame)
-
-    def _on_closed(self) -> None:
-        self._closed.set()
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result({})
+    async def _watch_exit(self, process: asyncio.subprocess.Process) -> None:
+        await process.wait()
+        # Output still in the pipes belongs to what the runtime was doing when it died.
+        if self._output_tasks:
+            await asyncio.wait(self._output_tasks, timeout=0.5)
+        if self._transport is not None:
+            self._transport.inbox.close()
 
     async def _pump_output(self, stream: asyncio.StreamReader) -> None:
         while chunk := await stream.read(_OUTPUT_CHUNK):
-            if self._log is not None:
-                self._log.write(chunk)
-
-
-def _error_json(error_type: str, message: str) -> bytes:
-    return orjson.dumps({"errorType": error_type, "errorMessage": message})
+            self._write_log(chunk)
 
 
 def _error_type_of(payload: bytes, default: str) -> str:

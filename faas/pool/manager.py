@@ -23,6 +23,7 @@ from faas.config import PoolConfig
 from faas.errors import ServiceException, TooManyRequestsException
 from faas.models import FunctionConfig
 from faas.pool.environment import Environment
+from faas.runtime_api.server import RuntimeApiServer
 from faas.sandbox.launcher import Launcher
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ class PoolManager:
         "_launcher",
         "_pools",
         "_reaper",
+        "_runtime_api",
         "_state",
     )
 
@@ -73,10 +75,12 @@ class PoolManager:
         self,
         config: PoolConfig,
         launcher: Launcher,
+        runtime_api: RuntimeApiServer,
         code_directory: Callable[[FunctionConfig], str],
     ) -> None:
         self._config = config
         self._launcher = launcher
+        self._runtime_api = runtime_api
         self._code_directory = code_directory
         self._pools: dict[PoolKey, FunctionPool] = {}
         self._in_flight = 0
@@ -149,7 +153,9 @@ class PoolManager:
                 pool.busy.add(env)
                 return Lease(env, is_cold=False)
             self._stop_later(env)
-        env = Environment(function, self._code_directory(function), self._launcher)
+        env = Environment(
+            function, self._code_directory(function), self._launcher, self._runtime_api
+        )
         pool.busy.add(env)
         return Lease(env, is_cold=True)
 

@@ -19,12 +19,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from faas.models import FunctionConfig
+import orjson
 
-NATIVE_PYTHON_RUNTIMES = frozenset(
-    {"python3.9", "python3.10", "python3.11", "python3.12", "python3.13"}
+from faas.errors import InitFailed
+from faas.models import FunctionConfig
+from faas.sandbox.runtimes import (
+    NATIVE_PYTHON_RUNTIMES,
+    NODEJS_RUNTIMES,
+    PROVIDED_RUNTIMES,
+    node_executable,
 )
-SUPPORTED_RUNTIMES = NATIVE_PYTHON_RUNTIMES
+
+INVALID_ENTRYPOINT = "Runtime.InvalidEntrypoint"
 
 # Variables a user may not set in Environment.Variables (lambda-compat.md D).
 RESERVED_ENV_VARS = frozenset(
@@ -55,7 +61,7 @@ class LaunchedRuntime:
     """A started runtime process and the node's end of its control socket."""
 
     process: asyncio.subprocess.Process
-    control: socket.socket
+    control: socket.socket | None  # the native runtime's frame socket; None over the Runtime API
     log_stream_name: str
 
 
@@ -67,13 +73,33 @@ def log_stream_name(version: str) -> str:
 class Launcher:
     """Starts native Python runtime processes for function configurations."""
 
-    __slots__ = ("_max_response_bytes", "_pycache_dir", "_python_path", "_region", "_runtime_dir")
+    __slots__ = (
+        "_node",
+        "_nodejs_bootstrap",
+        "_pycache_dir",
+        "_python_over_runtime_api",
+        "_python_path",
+        "_region",
+        "_runtime_dir",
+        "max_response_bytes",
+    )
 
-    def __init__(self, region: str, max_response_bytes: int, pycache_dir: Path) -> None:
+    def __init__(
+        self,
+        region: str,
+        max_response_bytes: int,
+        pycache_dir: Path,
+        python_over_runtime_api: bool = False,
+    ) -> None:
         self._region = region
+        self._python_over_runtime_api = python_over_runtime_api
+        self._node = node_executable()
+        self._nodejs_bootstrap = str(
+            Path(__file__).resolve().parents[2] / "runtimes" / "nodejs" / "bootstrap.js"
+        )
         # Bytecode goes here, keyed by source path, so code directories stay as unpacked.
         self._pycache_dir = str(pycache_dir)
-        self._max_response_bytes = max_response_bytes
+        self.max_response_bytes = max_response_bytes
         self._runtime_dir = self._find_runtime_dir()
         # The runtime starts with -S (no site processing: ~40 ms less per cold start), so
         # the host's site-packages (msgpack, and boto3 as on Lambda) go on PYTHONPATH instead.
@@ -89,9 +115,11 @@ class Launcher:
             raise RuntimeError("the native Python runtime (faas_python_runtime) is not installed")
         return str(Path(spec.origin).parent.parent)
 
-    def environment_variables(
-        self, config: FunctionConfig, stream_name: str, control_fd: int
-    ) -> dict[str, str]:
+    def uses_runtime_api(self, config: FunctionConfig) -> bool:
+        """Whether ``config`` runs over the HTTP Runtime API rather than native frames."""
+        return config.runtime not in NATIVE_PYTHON_RUNTIMES or self._python_over_runtime_api
+
+    def environment_variables(self, config: FunctionConfig, stream_name: str) -> dict[str, str]:
         """The process environment of one execution environment."""
         env = {
             "PATH": "/usr/local/bin:/usr/bin/:/bin:/opt/bin",
@@ -111,7 +139,6 @@ class Launcher:
                 "_HANDLER": config.handler,
                 "AWS_REGION": self._region,
                 "AWS_DEFAULT_REGION": self._region,
-                "AWS_EXECUTION_ENV": f"AWS_Lambda_{config.runtime}",
                 "AWS_LAMBDA_FUNCTION_NAME": config.name,
                 "AWS_LAMBDA_FUNCTION_VERSION": config.version,
                 "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(config.memory_mb),
@@ -119,38 +146,80 @@ class Launcher:
                 "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{config.name}",
                 "AWS_LAMBDA_LOG_STREAM_NAME": stream_name,
                 "LAMBDA_RUNTIME_DIR": self._runtime_dir,
-                "_FAAS_CONTROL_FD": str(control_fd),
-                "_FAAS_MAX_RESPONSE_BYTES": str(self._max_response_bytes),
+                "_FAAS_MAX_RESPONSE_BYTES": str(self.max_response_bytes),
             }
         )
+        if config.runtime not in PROVIDED_RUNTIMES:
+            env["AWS_EXECUTION_ENV"] = f"AWS_Lambda_{config.runtime}"
         return env
 
-    async def launch(self, config: FunctionConfig, code_directory: str) -> LaunchedRuntime:
-        """Start a runtime for ``config`` with its code in ``code_directory``."""
-        parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    def _argv(self, config: FunctionConfig, code_directory: str) -> list[str]:
+        if config.runtime in NATIVE_PYTHON_RUNTIMES:
+            return [sys.executable, "-S", "-m", "faas_python_runtime"]
+        if config.runtime in NODEJS_RUNTIMES:
+            if self._node is None:
+                raise InitFailed(
+                    "Runtime.InvalidRuntime",
+                    orjson.dumps({"errorType": "Runtime.InvalidRuntime",
+                                  "errorMessage": "Node.js is not installed on this node"}),
+                )  # fmt: skip
+            return [self._node, self._nodejs_bootstrap]
+        bootstrap = os.path.join(code_directory, "bootstrap")
+        if not (os.path.isfile(bootstrap) and os.access(bootstrap, os.X_OK)):
+            message = f"Couldn't find valid bootstrap(s): [{bootstrap} /opt/bootstrap]"
+            raise InitFailed(
+                INVALID_ENTRYPOINT,
+                orjson.dumps({"errorType": INVALID_ENTRYPOINT, "errorMessage": message}),
+            )
+        return [bootstrap]
+
+    async def launch(
+        self, config: FunctionConfig, code_directory: str, runtime_api: str | None = None
+    ) -> LaunchedRuntime:
+        """Start a runtime for ``config`` with its code in ``code_directory``.
+
+        With ``runtime_api`` (``host:port``) the runtime reaches the node over the Runtime
+        API; without it, the native Python runtime gets a frame socket.
+
+        Raises:
+            InitFailed: the runtime cannot be started (no bootstrap, no Node.js).
+        """
         stream_name = log_stream_name(config.version)
-        env = self.environment_variables(config, stream_name, child_end.fileno())
+        env = self.environment_variables(config, stream_name)
         env["LAMBDA_TASK_ROOT"] = code_directory
+        argv = self._argv(config, code_directory)
+        parent_end: socket.socket | None = None
+        child_end: socket.socket | None = None
+        if runtime_api is not None:
+            env["AWS_LAMBDA_RUNTIME_API"] = runtime_api
+            env["_FAAS_TRANSPORT"] = "runtime-api"
+        else:
+            parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            env["_FAAS_CONTROL_FD"] = str(child_end.fileno())
         try:
             process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-S",
-                "-m",
-                "faas_python_runtime",
+                *argv,
                 cwd=code_directory,
                 env=env,
-                pass_fds=(child_end.fileno(),),
+                pass_fds=(child_end.fileno(),) if child_end is not None else (),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,
             )
-        except BaseException:
-            parent_end.close()
-            raise
+        except OSError as exc:
+            if parent_end is not None:
+                parent_end.close()
+            message = f"Couldn't start the runtime {argv[0]}: {exc.strerror or exc}"
+            raise InitFailed(
+                INVALID_ENTRYPOINT,
+                orjson.dumps({"errorType": INVALID_ENTRYPOINT, "errorMessage": message}),
+            ) from exc
         finally:
-            child_end.close()
-        parent_end.setblocking(False)
+            if child_end is not None:
+                child_end.close()
+        if parent_end is not None:
+            parent_end.setblocking(False)
         return LaunchedRuntime(process, parent_end, stream_name)
 
 

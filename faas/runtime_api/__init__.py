@@ -1,0 +1,1 @@
+"""The Lambda Runtime API that environments call: one endpoint per environment."""

@@ -1,0 +1,429 @@
+"""The cgroup of one execution environment: enter it, read its stats, kill it, remove it.
+
+Design notes: a process enters its cgroup before it becomes the runtime. ``wrap`` returns
+an argv prefix that runs ``/bin/sh``, which writes ``0`` into each ``cgroup.procs`` file
+(``0`` means "the writing process", and ``echo`` is a shell builtin, so the shell moves
+itself) and then execs the real program. The pid does not change across exec, so the
+process the launcher holds is the runtime, and everything the runtime ever forks is born
+inside the cgroup. If a write fails, the shell exits with ``WRAP_FAILED_EXIT`` instead of
+running the program unconfined. When the node runs as root and the environment must not,
+privileges are dropped *after* the move, by exec'ing ``setpriv`` between shell and program
+(an unprivileged process may not move itself into a root-owned cgroup).
+
+Three implementations share one interface: ``V1Cgroup`` (a directory per controller
+hierarchy), ``V2Cgroup`` (one directory in the unified hierarchy) and ``WatchdogCgroup``
+(no kernel enforcement; a psutil RSS watchdog over the process tree).
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import enum
+import logging
+import posixpath
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from faas.errors import PlatformError
+from faas.sandbox import cgroupfs
+from faas.sandbox.limits import EnvironmentLimits
+from faas.sandbox.watchdog import MemoryWatchdog
+
+log = logging.getLogger(__name__)
+
+# The exit status of a wrapped process whose move into its cgroup failed (as env(1) uses 125).
+WRAP_FAILED_EXIT = 125
+_ENTER_SCRIPT = (
+    'for f in "$@"; do [ "$f" = -- ] && break; '
+    f'echo 0 >"$f" || exit {WRAP_FAILED_EXIT}; shift; done; shift; exec "$@"'
+)
+_POLL_S = 0.01
+_HIGH_WATER_INTERVAL_S = 0.05
+
+
+class CgroupKind(enum.Enum):
+    V2 = "v2"  # unified hierarchy: one directory, memory + cpu (+ pids) controllers
+    V1 = "v1"  # legacy hierarchies: one directory per controller (memory, cpu, pids)
+    NONE = "none"  # no cgroup rights: an RSS watchdog; CPU and pids are not enforced
+
+
+class CgroupState(enum.Enum):
+    ACTIVE = "active"  # created; processes may enter
+    REMOVED = "removed"  # processes killed and directories removed; final
+
+
+@dataclass(frozen=True, slots=True)
+class RunAs:
+    """The unprivileged user and group an environment's processes run as."""
+
+    uid: int
+    gid: int
+
+
+class EnvironmentCgroup(abc.ABC):
+    """The limits of one execution environment's process tree, as the kernel enforces them.
+
+    Use: ``wrap`` the runtime's argv, spawn it, ``attach`` its pid; read
+    ``peak_memory_bytes``/``was_oom_killed`` for reports; ``remove`` when the environment ends.
+    """
+
+    __slots__ = ("_on_removed", "_setpriv", "env_id", "limits", "state")
+
+    def __init__(
+        self,
+        env_id: str,
+        limits: EnvironmentLimits,
+        setpriv: str | None,
+        on_removed: Callable[[str], None],
+    ) -> None:
+        self.env_id = env_id
+        self.limits = limits
+        self.state = CgroupState.ACTIVE
+        self._setpriv = setpriv
+        self._on_removed = on_removed
+
+    @property
+    @abc.abstractmethod
+    def kind(self) -> CgroupKind:
+        """Which backend enforces the limits."""
+
+    def wrap(self, argv: Sequence[str], *, run_as: RunAs | None = None) -> list[str]:
+        """The argv to spawn instead of ``argv`` so the process starts inside this cgroup.
+
+        Args:
+            argv: the program and its arguments (``argv[0]`` is looked up in ``PATH``).
+            run_as: drop to this uid/gid (supplementary groups cleared) after entering.
+
+        Raises:
+            RuntimeError: the cgroup was removed, or ``run_as`` was asked and there is no
+                ``setpriv`` on this node.
+        """
+        if self.state is not CgroupState.ACTIVE:
+            raise RuntimeError(f"cgroup of {self.env_id} is {self.state.value}")
+        if not argv:
+            raise ValueError("argv is empty")
+        command = list(argv)
+        if run_as is not None:
+            if self._setpriv is None:
+                raise RuntimeError("running as another user needs setpriv (util-linux)")
+            command = [
+                self._setpriv,
+                f"--reuid={run_as.uid}",
+                f"--regid={run_as.gid}",
+                "--clear-groups",
+                "--",
+                *command,
+            ]
+        procs = self._procs_files()
+        if not procs:
+            return command
+        return ["/bin/sh", "-c", _ENTER_SCRIPT, "faas-cgroup", *map(str, procs), "--", *command]
+
+    @abc.abstractmethod
+    async def attach(self, pid: int) -> None:
+        """Tell the cgroup the pid of the environment's first process, just after spawning."""
+
+    @abc.abstractmethod
+    async def peak_memory_bytes(self) -> int:
+        """The most memory the environment's tree has used at once, in bytes."""
+
+    @abc.abstractmethod
+    async def was_oom_killed(self) -> bool:
+        """True if a process of the environment was killed for going over the memory limit."""
+
+    @abc.abstractmethod
+    async def kill_all(self) -> None:
+        """SIGKILL every process of the environment, however it detached itself.
+
+        Raises:
+            PlatformError: processes were still alive after the kill timeout.
+        """
+
+    async def remove(self) -> None:
+        """Kill every process and delete the cgroup. Idempotent; after a failure, try again.
+
+        Raises:
+            PlatformError: processes survived or the directories stayed busy.
+        """
+        if self.state is CgroupState.REMOVED:
+            return
+        await self._remove()
+        self.state = CgroupState.REMOVED
+        self._on_removed(self.env_id)
+
+    def _procs_files(self) -> list[Path]:
+        return []
+
+    @abc.abstractmethod
+    async def _remove(self) -> None: ...
+
+
+class KernelCgroup(EnvironmentCgroup):
+    """Shared parts of the v1 and v2 backends: directories, entering, killing, removal.
+
+    Args:
+        dirs: controller -> this environment's directory (``""`` for the v2 hierarchy).
+        member_paths: controller -> the path ``/proc/<pid>/cgroup`` shows for a member.
+    """
+
+    __slots__ = ("_dirs", "_kill_timeout_s", "_member_paths")
+
+    def __init__(
+        self,
+        env_id: str,
+        limits: EnvironmentLimits,
+        setpriv: str | None,
+        on_removed: Callable[[str], None],
+        *,
+        dirs: dict[str, Path],
+        member_paths: dict[str, str],
+        kill_timeout_s: float,
+    ) -> None:
+        super().__init__(env_id, limits, setpriv, on_removed)
+        self._dirs = dirs
+        self._member_paths = member_paths
+        self._kill_timeout_s = kill_timeout_s
+
+    @property
+    def directories(self) -> list[Path]:
+        """This environment's cgroup directories, one per hierarchy."""
+        return sorted(set(self._dirs.values()))
+
+    def _procs_files(self) -> list[Path]:
+        return [directory / "cgroup.procs" for directory in self.directories]
+
+    @abc.abstractmethod
+    def configure(self) -> None:
+        """Blocking: write the limits into the newly created directories."""
+
+    async def attach(self, pid: int) -> None:
+        """Nothing to do: the kernel already accounts for the process from its first exec."""
+
+    def _kill_round(self) -> int:
+        """Blocking: SIGKILL every member once; how many processes were still listed."""
+        listed = 0
+        seen: set[Path] = set()
+        for controller, directory in self._dirs.items():
+            if directory in seen:
+                continue  # two controllers mounted together share one directory
+            seen.add(directory)
+            pids = cgroupfs.read_pids([directory / "cgroup.procs"])
+            listed += len(pids)
+            cgroupfs.kill_members(pids, controller or None, self._member_paths[controller])
+        return listed
+
+    async def _before_kill(self) -> None:
+        """A backend's fast path for killing everything at once (v2 ``cgroup.kill``)."""
+
+    async def kill_all(self) -> None:
+        """Kill members until the cgroup is empty; new forks are caught by the next round."""
+        await self._before_kill()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._kill_timeout_s
+        while await asyncio.to_thread(self._kill_round):
+            if loop.time() > deadline:
+                raise PlatformError(
+                    f"processes of environment {self.env_id} survived SIGKILL for "
+                    f"{self._kill_timeout_s:g} s"
+                )
+            await asyncio.sleep(_POLL_S)
+
+    async def _remove(self) -> None:
+        await self.kill_all()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._kill_timeout_s
+        remaining = self.directories
+        while remaining:
+            remaining = [
+                d for d in remaining if not await asyncio.to_thread(cgroupfs.remove_dir, d)
+            ]
+            if not remaining:
+                break
+            if loop.time() > deadline:
+                raise PlatformError(f"cannot remove cgroup {remaining[0]}: still busy")
+            # Busy: a process was still exiting, or one slipped in; kill again and retry.
+            await asyncio.sleep(_POLL_S)
+            await asyncio.to_thread(self._kill_round)
+
+
+class V1Cgroup(KernelCgroup):
+    """An environment in the cgroup v1 hierarchies (memory, cpu and, if mounted, pids)."""
+
+    __slots__ = ()
+
+    @property
+    def kind(self) -> CgroupKind:
+        return CgroupKind.V1
+
+    def configure(self) -> None:
+        """Blocking: write the limits into the new directories."""
+        memory = self._dirs["memory"]
+        limit = str(self.limits.memory_bytes)
+        cgroupfs.write_text(memory / "memory.limit_in_bytes", limit)
+        # memsw is memory+swap; equal to the memory limit, swapping cannot hide usage.
+        if (memory / "memory.memsw.limit_in_bytes").exists():
+            cgroupfs.write_text(memory / "memory.memsw.limit_in_bytes", limit)
+        cgroupfs.write_if_present(memory / "memory.swappiness", "0")
+        cpu = self._dirs["cpu"]
+        cgroupfs.write_text(cpu / "cpu.cfs_period_us", str(self.limits.cpu_period_us))
+        cgroupfs.write_text(cpu / "cpu.cfs_quota_us", str(self.limits.cpu_quota_us))
+        if "pids" in self._dirs:
+            cgroupfs.write_text(self._dirs["pids"] / "pids.max", str(self.limits.pids_max))
+
+    async def peak_memory_bytes(self) -> int:
+        path = self._dirs["memory"] / "memory.max_usage_in_bytes"
+        return await asyncio.to_thread(cgroupfs.read_int, path)
+
+    async def was_oom_killed(self) -> bool:
+        memory = self._dirs["memory"]
+        events = await asyncio.to_thread(cgroupfs.read_keyed, memory / "memory.oom_control")
+        if "oom_kill" in events:
+            return events["oom_kill"] > 0
+        # Kernels before 4.13 have no oom_kill counter: hitting the limit is the best sign.
+        return await asyncio.to_thread(cgroupfs.read_int, memory / "memory.failcnt") > 0
+
+
+class V2Cgroup(KernelCgroup):
+    """An environment in the unified (v2) hierarchy."""
+
+    __slots__ = ("_high_water", "_tracker")
+
+    def __init__(
+        self,
+        env_id: str,
+        limits: EnvironmentLimits,
+        setpriv: str | None,
+        on_removed: Callable[[str], None],
+        *,
+        dirs: dict[str, Path],
+        member_paths: dict[str, str],
+        kill_timeout_s: float,
+    ) -> None:
+        super().__init__(
+            env_id,
+            limits,
+            setpriv,
+            on_removed,
+            dirs=dirs,
+            member_paths=member_paths,
+            kill_timeout_s=kill_timeout_s,
+        )
+        self._high_water = 0
+        self._tracker: asyncio.Task[None] | None = None
+
+    @property
+    def kind(self) -> CgroupKind:
+        return CgroupKind.V2
+
+    @property
+    def _dir(self) -> Path:
+        return self._dirs[""]
+
+    def configure(self) -> None:
+        """Blocking: write the limits into the new directory."""
+        cgroupfs.write_text(self._dir / "memory.max", str(self.limits.memory_bytes))
+        cgroupfs.write_if_present(self._dir / "memory.swap.max", "0")
+        # On OOM, kill the whole environment, as Lambda does, not just the largest process.
+        cgroupfs.write_if_present(self._dir / "memory.oom.group", "1")
+        cgroupfs.write_text(self._dir / "cpu.max", self.limits.cpu_max)
+        if (self._dir / "pids.max").exists():
+            cgroupfs.write_text(self._dir / "pids.max", str(self.limits.pids_max))
+
+    async def attach(self, pid: int) -> None:
+        # Kernels before 5.19 have no memory.peak: sample memory.current instead.
+        has_peak = await asyncio.to_thread((self._dir / "memory.peak").exists)
+        if not has_peak and self._tracker is None:
+            self._tracker = asyncio.create_task(self._track_high_water())
+
+    async def _track_high_water(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time()
+        try:
+            while True:
+                current = await asyncio.to_thread(cgroupfs.read_int, self._dir / "memory.current")
+                self._high_water = max(self._high_water, current)
+                next_tick = max(next_tick + _HIGH_WATER_INTERVAL_S, loop.time())
+                await asyncio.sleep(next_tick - loop.time())
+        except FileNotFoundError:
+            return  # removed underneath us
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("memory tracking of environment %s failed", self.env_id)
+
+    async def peak_memory_bytes(self) -> int:
+        try:
+            return await asyncio.to_thread(cgroupfs.read_int, self._dir / "memory.peak")
+        except FileNotFoundError:
+            current = await asyncio.to_thread(cgroupfs.read_int, self._dir / "memory.current")
+            self._high_water = max(self._high_water, current)
+            return self._high_water
+
+    async def was_oom_killed(self) -> bool:
+        events = await asyncio.to_thread(cgroupfs.read_keyed, self._dir / "memory.events")
+        return events.get("oom_kill", 0) > 0
+
+    async def _before_kill(self) -> None:
+        # cgroup.kill (5.14+) kills every member atomically, fork bombs included.
+        await asyncio.to_thread(cgroupfs.write_if_present, self._dir / "cgroup.kill", "1")
+
+    async def _remove(self) -> None:
+        if self._tracker is not None:
+            self._tracker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._tracker
+            self._tracker = None
+        await super()._remove()
+
+
+class WatchdogCgroup(EnvironmentCgroup):
+    """No kernel enforcement: a psutil watchdog kills the tree over the memory limit."""
+
+    __slots__ = ("_interval_s", "_watchdog")
+
+    def __init__(
+        self,
+        env_id: str,
+        limits: EnvironmentLimits,
+        setpriv: str | None,
+        on_removed: Callable[[str], None],
+        *,
+        interval_s: float,
+    ) -> None:
+        super().__init__(env_id, limits, setpriv, on_removed)
+        self._interval_s = interval_s
+        self._watchdog: MemoryWatchdog | None = None
+
+    @property
+    def kind(self) -> CgroupKind:
+        return CgroupKind.NONE
+
+    async def attach(self, pid: int) -> None:
+        """Start watching the tree rooted at ``pid``."""
+        if self._watchdog is not None:
+            raise RuntimeError(f"environment {self.env_id} is already attached")
+        self._watchdog = MemoryWatchdog(pid, self.limits.memory_bytes, interval_s=self._interval_s)
+        await self._watchdog.start()
+
+    async def peak_memory_bytes(self) -> int:
+        return self._watchdog.peak_bytes if self._watchdog is not None else 0
+
+    async def was_oom_killed(self) -> bool:
+        return self._watchdog is not None and self._watchdog.was_tripped
+
+    async def kill_all(self) -> None:
+        if self._watchdog is not None:
+            await self._watchdog.kill()
+
+    async def _remove(self) -> None:
+        if self._watchdog is not None:
+            await self._watchdog.stop()
+            await self._watchdog.kill()
+
+
+def member_path(mount_root: str, *parts: str) -> str:
+    """The path ``/proc/<pid>/cgroup`` shows for a cgroup ``parts`` below a mount's root."""
+    return posixpath.join(mount_root, *parts)
