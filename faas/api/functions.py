@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from aiohttp import web
 
 from faas.api.body import read_json_object
+from faas.api.middleware import CALLER_KEY
 from faas.api.names import FunctionRef, is_latest, parse_function_name
 from faas.api.services import SERVICES, Services
 from faas.api.shapes import function_configuration
@@ -19,6 +21,8 @@ from faas.errors import (
 from faas.models import FunctionConfig
 
 _PAGE_MAX = 50
+
+log = logging.getLogger(__name__)
 
 
 def _services(request: web.Request) -> Services:
@@ -66,6 +70,7 @@ async def create_function(request: web.Request) -> web.Response:
     zip_bytes = decode_zip(body.get("Code") if isinstance(body.get("Code"), dict) else None, True)
     assert zip_bytes is not None
     config = await services.catalog.create({"name": ref.name, **fields}, zip_bytes)
+    _audit(request, "CreateFunction", config.name)
     return _json(_configuration(services, config), status=201)
 
 
@@ -122,6 +127,7 @@ async def update_code(request: web.Request) -> web.Response:
     if body.get("DryRun"):
         return _json(_configuration(services, services.catalog.get(ref.name)))
     config = await services.catalog.update_code(ref.name, zip_bytes, revision)
+    _audit(request, "UpdateFunctionCode", config.name)
     return _json(_configuration(services, config))
 
 
@@ -135,6 +141,7 @@ async def update_configuration(request: web.Request) -> web.Response:
     if "Environment" in body and "environment" not in fields:
         fields["environment"] = {}
     config = await services.catalog.update_configuration(ref.name, fields, body.get("RevisionId"))
+    _audit(request, "UpdateFunctionConfiguration", config.name)
     return _json(_configuration(services, config))
 
 
@@ -149,6 +156,7 @@ async def delete_function(request: web.Request) -> web.Response:
     if ref.qualifier is not None:
         _resolve(services, ref)
     await services.catalog.delete(ref.name)
+    _audit(request, "DeleteFunction", ref.name)
     return web.Response(status=204)
 
 
@@ -161,6 +169,11 @@ async def download_code(request: web.Request) -> web.StreamResponse:
         if config.code_sha256_hex == sha256:
             return web.FileResponse(services.catalog.zip_path(config))
     raise ResourceNotFoundException("Code not found")
+
+
+def _audit(request: web.Request, operation: str, function_name: str) -> None:
+    """Record who changed what: the caller is the access key id of the request's signature."""
+    log.info("%s %s by %s", operation, function_name, request[CALLER_KEY])
 
 
 def _require_unqualified(ref: FunctionRef) -> None:

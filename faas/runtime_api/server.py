@@ -9,8 +9,8 @@ and a request finds its session through the local port of its connection.
 from __future__ import annotations
 
 import enum
-import socket
 import logging
+import socket
 
 import orjson
 from aiohttp import web

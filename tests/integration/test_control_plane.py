@@ -468,3 +468,16 @@ def test_foreign_arn_does_not_resolve(client: Any, reference: str) -> None:
         client.get_function(FunctionName=reference)
     with pytest.raises(client.exceptions.ResourceNotFoundException):
         client.invoke(FunctionName=reference, Payload=b"{}")
+
+
+def test_the_callers_access_key_is_recorded(make_server: ServerFactory) -> None:
+    server = make_server()
+    client = lambda_client(server)
+    create_function(client, "audited", "def handler(e, c):\n    return 1\n")
+    client.delete_function(FunctionName="audited")
+    wait_until(
+        lambda: "DeleteFunction audited by test" in server.log_tail(200),
+        5,
+        what="the audit line naming the caller",
+    )
+    assert "CreateFunction audited by test" in server.log_tail(200)
