@@ -146,11 +146,13 @@ class Launcher:
                 "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{config.name}",
                 "AWS_LAMBDA_LOG_STREAM_NAME": stream_name,
                 "LAMBDA_RUNTIME_DIR": self._runtime_dir,
-                "_FAAS_MAX_RESPONSE_BYTES": str(self.max_response_bytes),
             }
         )
         if config.runtime not in PROVIDED_RUNTIMES:
             env["AWS_EXECUTION_ENV"] = f"AWS_Lambda_{config.runtime}"
+        if config.runtime in NATIVE_PYTHON_RUNTIMES:
+            # Private settings of our own runtime; it removes them before user code runs.
+            env["_FAAS_MAX_RESPONSE_BYTES"] = str(self.max_response_bytes)
         return env
 
     def _argv(self, config: FunctionConfig, code_directory: str) -> list[str]:
@@ -192,7 +194,8 @@ class Launcher:
         child_end: socket.socket | None = None
         if runtime_api is not None:
             env["AWS_LAMBDA_RUNTIME_API"] = runtime_api
-            env["_FAAS_TRANSPORT"] = "runtime-api"
+            if config.runtime in NATIVE_PYTHON_RUNTIMES:
+                env["_FAAS_TRANSPORT"] = "runtime-api"
         else:
             parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             env["_FAAS_CONTROL_FD"] = str(child_end.fileno())
