@@ -76,7 +76,8 @@ class RuntimeApiServer:
                 web.post(f"{PREFIX}/init/error", _init_error),
             ]
         )
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None,
+        # Runtimes keep one connection open across long invocations: never time it out early.
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None, keepalive_timeout=3600,
                                      shutdown_timeout=0.5)  # fmt: skip
         await self._runner.setup()
         self._state = RuntimeApiState.RUNNING

@@ -1,1 +1,1 @@
-"""The native Python runtime: one Lambda handler per process, spoken to in msgpack frames."""
+"""The native Python runtime: one Lambda handler per process, on msgpack frames or Runtime API."""

@@ -1,13 +1,14 @@
 """Entry point `python -m faas_python_runtime`: init the handler, then serve invokes.
 
-Started by the node with cwd = the function's code directory (LAMBDA_TASK_ROOT) and one
-end of a connected Unix socket inherited as `_FAAS_CONTROL_FD` (see PROTOCOL.md).
+Started by the node with cwd = the function's code directory (LAMBDA_TASK_ROOT) and either
+one end of a connected Unix socket inherited as `_FAAS_CONTROL_FD`, or, without it (or with
+`_FAAS_TRANSPORT=runtime-api`), the Lambda Runtime API at `AWS_LAMBDA_RUNTIME_API`
+(see PROTOCOL.md).
 """
 
 from __future__ import annotations
 
 import ctypes
-import json
 import logging
 import os
 import signal
@@ -16,12 +17,12 @@ import threading
 import time
 import traceback
 
-from .channel import Channel
 from .errors import UNHANDLED_EXCEPTION_WARNING, error_from_exception, format_error_log
 from .handler_loader import load_handler
 from .invoker import Invoker
 from .output import OutputCapture
-from .settings import RuntimeSettings, kill_own_group, take_settings
+from .settings import RuntimeSettings, TransportKind, kill_own_group, take_settings
+from .transport import Transport, TransportError
 
 PR_SET_PDEATHSIG = 1
 # A real-time signal no handler code is expected to use.
@@ -45,7 +46,7 @@ def die_with_parent(parent_pid: int) -> None:
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)
         except (OSError, AttributeError):
-            pass  # no prctl here: end of file on the socket still ends us
+            pass  # no prctl here: end of file on the socket (or a refused call) still ends us
     if os.getppid() != parent_pid:
         os._exit(1)
 
@@ -55,10 +56,23 @@ def _kill_group_on_signal(signum: int) -> None:
     kill_own_group()
 
 
+def make_transport(settings: RuntimeSettings) -> Transport:
+    """The transport the settings name; each module is imported only when it is used."""
+    if settings.transport is TransportKind.RUNTIME_API:
+        from .runtime_api import RuntimeApiClient
+
+        assert settings.runtime_api_address is not None
+        return RuntimeApiClient(settings.runtime_api_address)
+    from .channel import Channel  # msgpack is needed only here
+
+    assert settings.control_fd is not None
+    return Channel.from_fd(settings.control_fd)
+
+
 def initialise(
-    settings: RuntimeSettings, channel: Channel, capture: OutputCapture
+    settings: RuntimeSettings, transport: Transport, capture: OutputCapture
 ) -> Invoker | None:
-    """Import the handler and send `ready`, or send `init_error` and return None."""
+    """Import the handler and report ready, or report the init error and return None."""
     sys.path.insert(0, os.getcwd())
     try:
         import_started = time.perf_counter()
@@ -69,11 +83,11 @@ def initialise(
         logging.getLogger().warning(UNHANDLED_EXCEPTION_WARNING)
         capture.sink.write_text(format_error_log(error))
         capture.sink.flush()
-        channel.send({"t": "init_error", "payload": json.dumps(error).encode("utf-8")})
+        transport.send_init_error(error)
         return None
     capture.sink.flush()
-    channel.send({"t": "ready", "function_init_ms": function_init_ms})
-    return Invoker(channel, capture, handler, settings.max_response_bytes)
+    transport.send_ready(function_init_ms)
+    return Invoker(transport, capture, handler, settings.max_response_bytes)
 
 
 def main() -> int:
@@ -81,9 +95,9 @@ def main() -> int:
     parent_pid = os.getppid()
     settings = take_settings()
     die_with_parent(parent_pid)
-    channel = Channel.from_fd(settings.control_fd)
-    capture = OutputCapture.install(lambda chunk: channel.send({"t": "log", "data": chunk}))
-    invoker = initialise(settings, channel, capture)
+    transport = make_transport(settings)
+    capture = OutputCapture.install(transport.send_log)
+    invoker = initialise(settings, transport, capture)
     if invoker is None:
         return 1
     return invoker.serve()
@@ -106,6 +120,9 @@ def run_and_exit() -> None:
         status = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
     except ConnectionError:
         kill_own_group()  # the node is gone: take the handler's children too
+    except TransportError as exc:  # e.g. a 500 from the Runtime API: the runtime must exit
+        sys.stderr.write(f"{exc}\n")
+        status = 1
     except BaseException:
         traceback.print_exc()
         status = 1

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import resource
 import socket
 import threading
 from typing import Any
 
 import msgpack
+
+from .errors import ErrorBody
+from .settings import kill_own_group
+from .transport import Invocation
 
 RECEIVE_BYTES = 256 * 1024
 
@@ -14,11 +20,16 @@ RECEIVE_BYTES = 256 * 1024
 Frame = dict[str, Any]
 
 
+def _max_rss_kb() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 class Channel:
     """Blocking, thread-safe sender and single-reader receiver of protocol frames.
 
     Each frame goes out with one `sendall` under a lock, so log frames written by user
-    threads never interleave with the bytes of another frame.
+    threads never interleave with the bytes of another frame. Also the frame protocol's
+    `Transport` (transport.py): a received `invoke` frame is the invocation itself.
     """
 
     __slots__ = ("_packer", "_send_lock", "_sock", "_unpacker")
@@ -63,3 +74,51 @@ class Channel:
     def close(self) -> None:
         """Close the socket."""
         self._sock.close()
+
+    # The Transport interface.
+
+    def send_ready(self, function_init_ms: float) -> None:
+        """Send `ready`."""
+        self.send({"t": "ready", "function_init_ms": function_init_ms})
+
+    def send_init_error(self, error: ErrorBody) -> None:
+        """Send `init_error` with the error JSON."""
+        self.send({"t": "init_error", "payload": json.dumps(error).encode("utf-8")})
+
+    def next_invocation(self) -> Invocation | None:
+        """The next `invoke` frame; None on `shutdown`.
+
+        End of file means the node is gone: the whole process group (the handler's
+        children included) is killed at once, as nobody is left to clean it up.
+        """
+        while True:
+            frame = self.receive()
+            if frame is None:
+                kill_own_group()
+            kind = frame.get("t")
+            if kind == "invoke":
+                return frame
+            if kind == "shutdown":
+                return None
+
+    def send_result(self, request_id: str, payload: bytes, is_raw: bool) -> None:
+        """Send `result` (frames carry no content type, so `is_raw` changes nothing)."""
+        self.send(
+            {"t": "result", "id": request_id, "payload": payload, "max_rss_kb": _max_rss_kb()}
+        )
+
+    def send_error(self, request_id: str, error: ErrorBody) -> None:
+        """Send `error` with the error JSON and its errorType."""
+        self.send(
+            {
+                "t": "error",
+                "id": request_id,
+                "payload": json.dumps(error).encode("utf-8"),
+                "error_type": error["errorType"],
+                "max_rss_kb": _max_rss_kb(),
+            }
+        )
+
+    def send_log(self, chunk: memoryview) -> None:
+        """Send one `log` frame."""
+        self.send({"t": "log", "data": chunk})

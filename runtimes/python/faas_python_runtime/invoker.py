@@ -1,4 +1,4 @@
-"""The invoke loop: receive `invoke` frames, run the handler, answer with `result` or `error`."""
+"""The invoke loop: take an invocation from the transport, run the handler, send the answer."""
 
 from __future__ import annotations
 
@@ -6,23 +6,20 @@ import decimal
 import json
 import math
 import os
-import resource
 from typing import Any
 
-from .channel import Channel, Frame
 from .context import LambdaContext
 from .errors import (
     MARSHAL_ERROR,
     RESPONSE_SIZE_TOO_LARGE,
     UNMARSHAL_ERROR,
-    ErrorBody,
     FaultError,
     error_from_exception,
     format_error_log,
 )
 from .handler_loader import Handler
 from .output import OutputCapture
-from .settings import kill_own_group
+from .transport import Invocation, Transport
 
 TRACE_ID_VAR = "_X_AMZN_TRACE_ID"
 
@@ -64,50 +61,35 @@ def unmarshal_event(payload: bytes) -> Any:
         raise FaultError(UNMARSHAL_ERROR, f"Unable to unmarshal input: {exc}") from exc
 
 
-def _max_rss_kb() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
 class Invoker:
     """Runs invocations one at a time on a warm, already imported handler."""
 
-    __slots__ = ("_capture", "_channel", "_handler", "_max_response_bytes")
+    __slots__ = ("_capture", "_handler", "_max_response_bytes", "_transport")
 
     def __init__(
         self,
-        channel: Channel,
+        transport: Transport,
         capture: OutputCapture,
         handler: Handler,
         max_response_bytes: int,
     ) -> None:
-        self._channel = channel
+        self._transport = transport
         self._capture = capture
         self._handler = handler
         self._max_response_bytes = max_response_bytes
 
     def serve(self) -> int:
-        """Answer invokes until `shutdown`; returns the exit status (0).
+        """Answer invocations until the transport says to stop; returns the exit status (0)."""
+        next_invocation = self._transport.next_invocation
+        while (invocation := next_invocation()) is not None:
+            self.invoke(invocation)
+        return 0
 
-        End of file means the node is gone: the whole process group (the handler's
-        children included) is killed at once, as nobody is left to clean it up.
-        """
-        while True:
-            frame = self._channel.receive()
-            if frame is None:
-                kill_own_group()
-            kind = frame.get("t")
-            if kind == "invoke":
-                answer = self.invoke(frame)
-                self._capture.sink.flush()
-                self._channel.send(answer)
-            elif kind == "shutdown":
-                return 0
-
-    def invoke(self, frame: Frame) -> Frame:
-        """Run one invocation and return the `result` or `error` frame to send."""
-        request_id: str = frame["id"]
+    def invoke(self, invocation: Invocation) -> None:
+        """Run one invocation, then send its result or error (after the output it wrote)."""
+        request_id: str = invocation["id"]
         self._capture.request_id_filter.request_id = request_id
-        trace_id = frame.get("trace_id")
+        trace_id = invocation.get("trace_id")
         if trace_id is None:
             os.environ.pop(TRACE_ID_VAR, None)
         else:
@@ -115,21 +97,26 @@ class Invoker:
         try:
             context = LambdaContext(
                 request_id,
-                frame.get("arn") or "",
-                frame.get("deadline_ms") or 0,
-                frame.get("client_context"),
-                frame.get("cognito_identity"),
+                invocation.get("arn") or "",
+                invocation.get("deadline_ms") or 0,
+                invocation.get("client_context"),
+                invocation.get("cognito_identity"),
                 self._capture.sink,
             )
-            event = unmarshal_event(frame["payload"])
-            payload = marshal_response(self._handler(event, context))
+            payload = invocation["payload"]
+            event = payload if invocation.get("raw_event") else unmarshal_event(payload)
+            response = self._handler(event, context)
+            body = marshal_response(response)
         except Exception as exc:
             error = error_from_exception(exc, request_id)
             self._capture.sink.write_text(format_error_log(error))
-            return self._error_frame(request_id, error)
-        if len(payload) > self._max_response_bytes:
+            self._capture.sink.flush()
+            self._transport.send_error(request_id, error)
+            return
+        self._capture.sink.flush()
+        if len(body) > self._max_response_bytes:
             # Lambda's service (not the runtime client) reports this, with just two keys.
-            return self._error_frame(
+            self._transport.send_error(
                 request_id,
                 {
                     "errorMessage": "Response payload size exceeded maximum allowed payload "
@@ -137,14 +124,6 @@ class Invoker:
                     "errorType": RESPONSE_SIZE_TOO_LARGE,
                 },
             )
-        return {"t": "result", "id": request_id, "payload": payload, "max_rss_kb": _max_rss_kb()}
-
-    @staticmethod
-    def _error_frame(request_id: str, error: ErrorBody) -> Frame:
-        return {
-            "t": "error",
-            "id": request_id,
-            "payload": json.dumps(error).encode("utf-8"),
-            "error_type": error["errorType"],
-            "max_rss_kb": _max_rss_kb(),
-        }
+            return
+        # Bytes the handler returned go out as they are, not as JSON (awslambdaric's rule).
+        self._transport.send_result(request_id, body, isinstance(response, bytes))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import os
 import signal
 from collections.abc import MutableMapping
@@ -10,16 +11,40 @@ from typing import NoReturn
 
 PRIVATE_PREFIX = "_FAAS_"
 CONTROL_FD_VAR = "_FAAS_CONTROL_FD"
+TRANSPORT_VAR = "_FAAS_TRANSPORT"
 MAX_RESPONSE_BYTES_VAR = "_FAAS_MAX_RESPONSE_BYTES"
 HANDLER_VAR = "_HANDLER"
+RUNTIME_API_VAR = "AWS_LAMBDA_RUNTIME_API"
 DEFAULT_MAX_RESPONSE_BYTES = 6291556
+
+
+class TransportKind(enum.StrEnum):
+    """How the runtime talks to the node (the value is what `_FAAS_TRANSPORT` names)."""
+
+    FRAMES = "frames"  # msgpack frames over the Unix socket `_FAAS_CONTROL_FD` (PROTOCOL.md)
+    RUNTIME_API = "runtime-api"  # Lambda's Runtime API over HTTP at `AWS_LAMBDA_RUNTIME_API`
+
+
+def _choose_transport(environ: MutableMapping[str, str]) -> TransportKind:
+    """`_FAAS_TRANSPORT` if set, else frames when a control fd is given, else the Runtime API."""
+    named = environ.get(TRANSPORT_VAR)
+    if named:
+        return TransportKind(named)
+    if CONTROL_FD_VAR in environ:
+        return TransportKind.FRAMES
+    if RUNTIME_API_VAR in environ:
+        return TransportKind.RUNTIME_API
+    raise KeyError(f"neither {CONTROL_FD_VAR} nor {RUNTIME_API_VAR} is set")
 
 
 @dataclass(frozen=True, slots=True)
 class RuntimeSettings:
-    """What the node tells the runtime through `_FAAS_*` variables and `_HANDLER`."""
+    """What the node tells the runtime through `_FAAS_*` variables, `_HANDLER` and
+    `AWS_LAMBDA_RUNTIME_API`."""
 
-    control_fd: int
+    transport: TransportKind
+    control_fd: int | None  # set for FRAMES only
+    runtime_api_address: str | None  # `host:port`, set for RUNTIME_API only
     handler_name: str
     max_response_bytes: int
 
@@ -27,12 +52,20 @@ class RuntimeSettings:
     def take_from(cls, environ: MutableMapping[str, str]) -> RuntimeSettings:
         """Read the settings, then remove every `_FAAS_*` variable from `environ`.
 
+        `AWS_LAMBDA_RUNTIME_API` stays visible to user code, as on Lambda.
+
         Raises:
-            KeyError: `_FAAS_CONTROL_FD` is missing.
-            ValueError: a numeric setting is not an integer.
+            KeyError: the chosen transport's variable (`_FAAS_CONTROL_FD` or
+                `AWS_LAMBDA_RUNTIME_API`) is missing, or neither is set.
+            ValueError: a numeric setting is not an integer, or `_FAAS_TRANSPORT` names
+                no transport.
         """
+        transport = _choose_transport(environ)
+        is_frames = transport is TransportKind.FRAMES
         settings = cls(
-            control_fd=int(environ[CONTROL_FD_VAR]),
+            transport=transport,
+            control_fd=int(environ[CONTROL_FD_VAR]) if is_frames else None,
+            runtime_api_address=None if is_frames else environ[RUNTIME_API_VAR],
             handler_name=environ.get(HANDLER_VAR, ""),
             max_response_bytes=int(environ.get(MAX_RESPONSE_BYTES_VAR, DEFAULT_MAX_RESPONSE_BYTES)),
         )
