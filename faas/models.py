@@ -1,4 +1,4 @@
-"""Frozen value types shared by the packages: function configurations and invocations."""
+"""Frozen value types shared by the packages: function configurations, layers and invocations."""
 
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ class FunctionConfig:
     tracing_mode: str = "PassThrough"
     dead_letter_target_arn: str = ""
     log_format: str = "Text"
+    layers: tuple[str, ...] = ()  # layer version ARNs, in the order they are presented
 
     @property
     def code_sha256(self) -> str:
@@ -58,6 +59,7 @@ class FunctionConfig:
         record["environment"] = dict(self.environment)
         record["tags"] = dict(self.tags)
         record["architectures"] = list(self.architectures)
+        record["layers"] = list(self.layers)
         return record
 
     @classmethod
@@ -65,6 +67,58 @@ class FunctionConfig:
         """Rebuild from a dict made by ``to_record`` (unknown keys are ignored)."""
         known = {name: record[name] for name in cls.__dataclass_fields__ if name in record}
         known["architectures"] = tuple(known.get("architectures", ("x86_64",)))
+        known["layers"] = tuple(known.get("layers", ()))
+        return cls(**known)
+
+
+class LayerVersionState(enum.StrEnum):
+    """Where a layer version is in its life; versions are never renumbered."""
+
+    ACTIVE = "active"  # listed, and may be added to functions
+    DELETED = "deleted"  # deleted by its owner; kept while functions may still reference it
+    PURGED = "purged"  # code released; the record only keeps its number from being reused
+
+
+@dataclass(frozen=True, slots=True)
+class LayerVersion:
+    """One immutable version of a Lambda layer."""
+
+    name: str
+    version: int
+    code_sha256_hex: str
+    code_size: int  # bytes of the zip
+    unzipped_size: int  # bytes once unpacked (counted against the 250 MB function cap)
+    created_date: str
+    description: str = ""
+    compatible_runtimes: tuple[str, ...] = ()
+    compatible_architectures: tuple[str, ...] = ()
+    license_info: str | None = None
+    state: LayerVersionState = LayerVersionState.ACTIVE
+
+    @property
+    def code_sha256(self) -> str:
+        """The CodeSha256 Lambda reports: base64 of the raw SHA-256 digest of the zip."""
+        return base64.b64encode(bytes.fromhex(self.code_sha256_hex)).decode()
+
+    @property
+    def is_active(self) -> bool:
+        return self.state is LayerVersionState.ACTIVE
+
+    def to_record(self) -> dict[str, Any]:
+        """A plain dict for the store."""
+        record = asdict(self)
+        record["compatible_runtimes"] = list(self.compatible_runtimes)
+        record["compatible_architectures"] = list(self.compatible_architectures)
+        record["state"] = self.state.value
+        return record
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> LayerVersion:
+        """Rebuild from a dict made by ``to_record`` (unknown keys are ignored)."""
+        known = {name: record[name] for name in cls.__dataclass_fields__ if name in record}
+        known["compatible_runtimes"] = tuple(known.get("compatible_runtimes", ()))
+        known["compatible_architectures"] = tuple(known.get("compatible_architectures", ()))
+        known["state"] = LayerVersionState(known.get("state", LayerVersionState.ACTIVE))
         return cls(**known)
 
 

@@ -32,12 +32,14 @@ from faas.models import FunctionConfig, InvocationRequest
 from faas.observe.logs import InvocationLog
 from faas.pool.channel import Frame
 from faas.pool.transport import NativeTransport, RuntimeTransport
+from faas.runtime_api.extensions import ExtensionHub, ShutdownReason
 from faas.runtime_api.server import RuntimeApiServer
 from faas.runtime_api.session import RuntimeSession
 from faas.sandbox.launcher import LaunchedRuntime, Launcher, signal_process_group
 
 _OUTPUT_CHUNK = 64 * 1024
 _EXIT_STATUS_WAIT_S = 2.0
+EXTENSION_SHUTDOWN_S = 2.0
 
 
 class EnvironmentState(enum.Enum):
@@ -80,11 +82,13 @@ class Environment:
     __slots__ = (
         "_endpoint",
         "_exit_watch",
+        "_extension_processes",
         "_launched",
         "_launcher",
         "_log",
         "_output_tasks",
         "_runtime_api",
+        "_session",
         "_transport",
         "code_directory",
         "config",
@@ -92,6 +96,8 @@ class Environment:
         "init_timings",
         "invocations",
         "last_used",
+        "opt_directories",
+        "shutdown_reason",
         "state",
     )
 
@@ -101,8 +107,13 @@ class Environment:
         code_directory: str,
         launcher: Launcher,
         runtime_api: RuntimeApiServer,
+        opt_directories: list[str] | None = None,
     ) -> None:
         self.config = config
+        self.opt_directories = opt_directories or []
+        self._session: RuntimeSession | None = None
+        self._extension_processes: list[asyncio.subprocess.Process] = []
+        self.shutdown_reason = ShutdownReason.SPINDOWN
         self.code_directory = code_directory
         self._launcher = launcher
         self._runtime_api = runtime_api
@@ -137,12 +148,29 @@ class Environment:
         if self._log is not None:
             self._log.write(data)
 
-    async def _open_transport(self) -> None:
-        """Start the process with the right door: native frames or a Runtime API endpoint."""
-        if self._launcher.uses_runtime_api(self.config):
-            session = RuntimeSession(self._launcher.max_response_bytes)
-            self._transport = session
-            self._endpoint = await self._runtime_api.open(session)
+    @property
+    def has_extensions(self) -> bool:
+        return bool(self._extension_processes)
+
+    def _function_info(self) -> dict[str, str]:
+        return {
+            "functionName": self.config.name,
+            "functionVersion": self.config.version,
+            "handler": self.config.handler,
+        }
+
+    async def _open_transport(self, init_timeout_s: float, request_id: str) -> None:
+        """Start extensions, then the runtime with the right door: native frames or HTTP."""
+        extensions = self._launcher.extension_executables(self.opt_directories)
+        uses_runtime_api = self._launcher.uses_runtime_api(self.config)
+        if uses_runtime_api or extensions:
+            self._session = RuntimeSession(self._launcher.max_response_bytes, self._function_info())
+            self._endpoint = await self._runtime_api.open(self._session)
+        if extensions:
+            await self._start_extensions(extensions, init_timeout_s, request_id)
+        if uses_runtime_api:
+            assert self._session is not None
+            self._transport = self._session
             self._launched = await self._launcher.launch(
                 self.config, self.code_directory, runtime_api=self._endpoint
             )
@@ -158,6 +186,54 @@ class Environment:
                 self._output_tasks.append(asyncio.create_task(self._pump_output(stream)))
         self._exit_watch = asyncio.create_task(self._watch_exit(process))
 
+    async def _start_extensions(self, paths: list[str], timeout_s: float, request_id: str) -> None:
+        """Extensions init: start each, wait until all registered and wait for events.
+
+        Raises:
+            InitFailed: an extension crashed, reported an init error, or never got ready.
+        """
+        assert self._session is not None and self._endpoint is not None
+        hub = self._session.extensions
+        for path in paths:
+            process = await self._launcher.launch_extension(path, self.config, self._endpoint)
+            self._extension_processes.append(process)
+            if process.stdout is not None:
+                self._output_tasks.append(asyncio.create_task(self._pump_output(process.stdout)))
+            self._output_tasks.append(asyncio.create_task(_notify_on_exit(process, hub)))
+
+        def settled() -> bool:
+            crashed = any(p.returncode is not None for p in self._extension_processes)
+            ready = len(hub) >= len(paths) and hub.all_waiting()
+            return crashed or ready or hub.init_error is not None
+
+        is_settled = await hub.wait_until(settled, timeout_s)
+        hub.is_registration_open = False
+        if hub.init_error is not None:
+            raise InitFailed("Extension.InitError", hub.init_error)
+        crashed = [p for p in self._extension_processes if p.returncode is not None]
+        if crashed:
+            message = (
+                f"RequestId: {request_id} Error: exit status {crashed[0].returncode}"
+                " Extension.Crash"
+            )
+            raise InitFailed("Extension.Crash", error_json("Extension.Crash", message))
+        if not is_settled:
+            message = f"RequestId: {request_id} Error: extensions did not register in time"
+            raise InitFailed("Extension.InitTimeout", error_json("Extension.InitTimeout", message))
+
+    async def settle(self) -> bool:
+        """After an invocation: wait until every extension asks for its next event.
+
+        Returns False (and the environment is dead) if they don't within the timeout.
+        """
+        if self._session is None or not self._extension_processes:
+            return True
+        hub = self._session.extensions
+        if await hub.wait_until(hub.all_waiting, float(self.config.timeout_s)):
+            return True
+        await self._kill(ShutdownReason.TIMEOUT)
+        return False
+
     async def start(self, log: InvocationLog, init_timeout_s: float, request_id: str) -> None:
         """Start the runtime and run Init for the invocation ``request_id``; output goes to ``log``.
 
@@ -170,10 +246,11 @@ class Environment:
         self._log = log
         started = time.perf_counter()
         try:
-            await self._open_transport()
+            await self._open_transport(init_timeout_s, request_id)
         except InitFailed:
             self.init_duration_ms = (time.perf_counter() - started) * 1000
-            await self._kill()
+            await self._kill(ShutdownReason.FAILURE)
+            self._log = None
             raise
         spawn_ms = (time.perf_counter() - started) * 1000
         assert self._transport is not None
@@ -189,7 +266,7 @@ class Environment:
             self.state = EnvironmentState.IDLE
             self._log = None
             return
-        await self._kill()
+        await self._kill(ShutdownReason.FAILURE)
         self._log = None
         raise await self._init_failure(frame, init_timeout_s, request_id)
 
@@ -221,6 +298,13 @@ class Environment:
         self._log = log
         timeout_s = self.config.timeout_s
         started = time.time()
+        deadline_ms = int((started + timeout_s) * 1000)
+        if self._session is not None and self._extension_processes:
+            self._session.extensions.dispatch(
+                {"eventType": "INVOKE", "deadlineMs": deadline_ms, "requestId": request.request_id,
+                 "invokedFunctionArn": request.invoked_arn,
+                 "tracing": {"type": "X-Amzn-Trace-Id", "value": request.trace_id}}
+            )  # fmt: skip
         frame: Frame | None = {}
         try:
             self._transport.send(
@@ -228,7 +312,7 @@ class Environment:
                     "t": "invoke",
                     "id": request.request_id,
                     "payload": request.payload,
-                    "deadline_ms": int((started + timeout_s) * 1000),
+                    "deadline_ms": deadline_ms,
                     "arn": request.invoked_arn,
                     "trace_id": request.trace_id,
                     "client_context": request.client_context,
@@ -242,7 +326,7 @@ class Environment:
         finally:
             self._log = None
         if frame is None:
-            await self._kill()
+            await self._kill(ShutdownReason.TIMEOUT)
             elapsed = time.time() - started
             stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
             message = f"{stamp} {request.request_id} Task timed out after {elapsed:.2f} seconds"
@@ -257,16 +341,18 @@ class Environment:
             is_error = kind == "error"
             error_type = (str(frame.get("error_type") or "") or None) if is_error else None
             return InvokeOutcome(payload, is_error, error_type, int(frame.get("max_rss_kb") or 0))
-        await self._kill()
+        await self._kill(ShutdownReason.FAILURE)
         description = _exit_description(await self._exit_code())
         message = f"RequestId: {request.request_id} Error: Runtime exited with error: {description}"
         raise RuntimeExited(RUNTIME_EXIT_ERROR, error_json(RUNTIME_EXIT_ERROR, message))
 
-    async def stop(self, grace_s: float) -> None:
-        """Shutdown phase: ask the runtime to exit, SIGTERM its group, SIGKILL after the grace."""
+    async def stop(self, grace_s: float, reason: ShutdownReason | None = None) -> None:
+        """Shutdown phase: the runtime first (shutdown, SIGTERM, SIGKILL after the grace),
+        then a SHUTDOWN event to extensions with a 2 s budget; every process goes."""
         if self.state in (EnvironmentState.STOPPED, EnvironmentState.STOPPING):
             return
         was_dead = self.state is EnvironmentState.DEAD
+        reason = reason or self.shutdown_reason
         self.state = EnvironmentState.STOPPING
         if self._launched is not None:
             process = self._launched.process
@@ -283,11 +369,27 @@ class Environment:
             # Anything the runtime left behind in its group goes too.
             signal_process_group(process.pid, signal.SIGKILL)
             await process.wait()
+        await self._stop_extensions(reason)
         await self._release_resources()
         self.state = EnvironmentState.STOPPED
 
-    async def _kill(self) -> None:
+    async def _stop_extensions(self, reason: ShutdownReason) -> None:
+        if not self._extension_processes:
+            return
+        if self._session is not None:
+            deadline_ms = int(time.time() * 1000) + int(EXTENSION_SHUTDOWN_S * 1000)
+            self._session.extensions.dispatch(
+                {"eventType": "SHUTDOWN", "shutdownReason": reason.value, "deadlineMs": deadline_ms}
+            )
+        waits = [asyncio.ensure_future(p.wait()) for p in self._extension_processes]
+        await asyncio.wait(waits, timeout=EXTENSION_SHUTDOWN_S)
+        for process in self._extension_processes:
+            signal_process_group(process.pid, signal.SIGKILL)
+        await asyncio.gather(*waits, return_exceptions=True)
+
+    async def _kill(self, reason: ShutdownReason) -> None:
         self.state = EnvironmentState.DEAD
+        self.shutdown_reason = reason
         if self._launched is not None:
             signal_process_group(self._launched.process.pid, signal.SIGKILL)
 
@@ -334,3 +436,8 @@ def _error_type_of(payload: bytes, default: str) -> str:
     except (orjson.JSONDecodeError, AttributeError):
         return default
     return str(value) if value else default
+
+
+async def _notify_on_exit(process: asyncio.subprocess.Process, hub: ExtensionHub) -> None:
+    await process.wait()
+    hub.notify()

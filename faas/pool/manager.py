@@ -28,6 +28,8 @@ from faas.sandbox.launcher import Launcher
 
 log = logging.getLogger(__name__)
 
+_SETTLE_TASK = "settle-extensions"
+
 PoolKey = tuple[str, str, str]  # function name, version, revision id
 
 
@@ -65,6 +67,7 @@ class PoolManager:
         "_config",
         "_in_flight",
         "_launcher",
+        "_opt_directories",
         "_pools",
         "_reaper",
         "_runtime_api",
@@ -77,7 +80,9 @@ class PoolManager:
         launcher: Launcher,
         runtime_api: RuntimeApiServer,
         code_directory: Callable[[FunctionConfig], str],
+        opt_directories: Callable[[FunctionConfig], list[str]] | None = None,
     ) -> None:
+        self._opt_directories = opt_directories or (lambda _config: [])
         self._config = config
         self._launcher = launcher
         self._runtime_api = runtime_api
@@ -108,6 +113,9 @@ class PoolManager:
         self._pools.clear()
         grace = self._config.shutdown_grace_s
         await asyncio.gather(*(env.stop(grace) for env in environments), return_exceptions=True)
+        for task in self._background:
+            if task.get_name() == _SETTLE_TASK:
+                task.cancel()  # its environment is being stopped above
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         self._state = ManagerState.STOPPED
@@ -154,7 +162,11 @@ class PoolManager:
                 return Lease(env, is_cold=False)
             self._stop_later(env)
         env = Environment(
-            function, self._code_directory(function), self._launcher, self._runtime_api
+            function,
+            self._code_directory(function),
+            self._launcher,
+            self._runtime_api,
+            self._opt_directories(function),
         )
         pool.busy.add(env)
         return Lease(env, is_cold=True)
@@ -170,6 +182,22 @@ class PoolManager:
             self._stop_later(env)
             if pool is not None and pool.is_retired and not pool.busy:
                 self._pools.pop(key, None)
+            return
+        if env.has_extensions:
+            # Reusable only once every extension asked for its next event again.
+            self._track(asyncio.create_task(self._settle_then_idle(env, key), name=_SETTLE_TASK))
+            pool.busy.add(env)
+            return
+        env.last_used = time.monotonic()
+        pool.idle.append(env)
+
+    async def _settle_then_idle(self, env: Environment, key: PoolKey) -> None:
+        is_settled = await env.settle()
+        pool = self._pools.get(key)
+        if pool is not None:
+            pool.busy.discard(env)
+        if not is_settled or pool is None or pool.is_retired or not env.is_alive:
+            self._stop_later(env)
             return
         env.last_used = time.monotonic()
         pool.idle.append(env)
@@ -187,7 +215,9 @@ class PoolManager:
                 del self._pools[key]
 
     def _stop_later(self, env: Environment) -> None:
-        task = asyncio.create_task(env.stop(self._config.shutdown_grace_s))
+        self._track(asyncio.create_task(env.stop(self._config.shutdown_grace_s)))
+
+    def _track(self, task: asyncio.Task[None]) -> None:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 

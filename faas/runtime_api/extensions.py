@@ -49,7 +49,7 @@ class RegisteredExtension:
 class ExtensionHub:
     """The extensions of one environment."""
 
-    __slots__ = ("_changed", "_extensions", "is_registration_open", "init_error")
+    __slots__ = ("_changed", "_extensions", "init_error", "is_registration_open")
 
     def __init__(self) -> None:
         self._extensions: dict[str, RegisteredExtension] = {}
@@ -82,7 +82,7 @@ class ExtensionHub:
             raise ExtensionError(403, "Extension.TooManyExtensions", "Too many extensions")
         identifier = str(uuid.uuid4())
         self._extensions[identifier] = RegisteredExtension(name, frozenset(events))
-        self._notify()
+        self.notify()
         return identifier
 
     def get(self, identifier: str | None) -> RegisteredExtension:
@@ -96,23 +96,23 @@ class ExtensionHub:
     async def next_event(self, identifier: str | None) -> dict[str, Any]:
         extension = self.get(identifier)
         extension.is_waiting = True
-        self._notify()
+        self.notify()
         try:
             return await extension.queue.get()
         finally:
             extension.is_waiting = False
-            self._notify()
+            self.notify()
 
     def report_init_error(self, identifier: str | None, payload: bytes) -> None:
         self.get(identifier).has_failed = True
         self.init_error = payload
-        self._notify()
+        self.notify()
 
     def report_exit_error(self, identifier: str | None) -> None:
         self.get(identifier).has_failed = True
-        self._notify()
+        self.notify()
 
-    def _notify(self) -> None:
+    def notify(self) -> None:
         self._changed.set()
 
     def all_waiting(self) -> bool:

@@ -11,12 +11,14 @@ from __future__ import annotations
 import enum
 import logging
 import socket
+import uuid
 
 import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from faas.errors import FUNCTION_RESPONSE_SIZE_TOO_LARGE
+from faas.runtime_api.extensions import ExtensionError
 from faas.runtime_api.session import RuntimeSession
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,11 @@ HEADER_TRACE_ID = "Lambda-Runtime-Trace-Id"
 HEADER_CLIENT_CONTEXT = "Lambda-Runtime-Client-Context"
 HEADER_COGNITO_IDENTITY = "Lambda-Runtime-Cognito-Identity"
 HEADER_ERROR_TYPE = "Lambda-Runtime-Function-Error-Type"
+EXTENSION_PREFIX = "/2020-01-01/extension"
+HEADER_EXTENSION_NAME = "Lambda-Extension-Name"
+HEADER_EXTENSION_ID = "Lambda-Extension-Identifier"
+HEADER_EXTENSION_EVENT_ID = "Lambda-Extension-Event-Identifier"
+HEADER_EXTENSION_ERROR_TYPE = "Lambda-Extension-Function-Error-Type"
 
 SESSIONS = web.AppKey("sessions", dict)
 _SESSION_KEY = "faas.runtime_session"
@@ -74,11 +81,20 @@ class RuntimeApiServer:
                 web.post(f"{PREFIX}/invocation/{{request_id}}/response", _response),
                 web.post(f"{PREFIX}/invocation/{{request_id}}/error", _error),
                 web.post(f"{PREFIX}/init/error", _init_error),
+                web.post(f"{EXTENSION_PREFIX}/register", _register),
+                web.get(f"{EXTENSION_PREFIX}/event/next", _event_next),
+                web.post(f"{EXTENSION_PREFIX}/init/error", _extension_init_error),
+                web.post(f"{EXTENSION_PREFIX}/exit/error", _extension_exit_error),
             ]
         )
         # Runtimes keep one connection open across long invocations: never time it out early.
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None, keepalive_timeout=3600,
-                                     shutdown_timeout=0.5)  # fmt: skip
+        self._runner = web.AppRunner(
+            app,
+            handle_signals=False,
+            access_log=None,
+            keepalive_timeout=3600,
+            shutdown_timeout=0.5,
+        )
         await self._runner.setup()
         self._state = RuntimeApiState.RUNNING
 
@@ -222,3 +238,73 @@ async def _init_error(request: web.Request) -> web.Response:
     if not session.post_init_error(body):
         return _api_error(403, "InvalidStateTransition", "Init has already finished")
     return _accepted()
+
+
+def _extension_error(error: ExtensionError) -> web.Response:
+    return _api_error(error.status, error.error_type, error.message)
+
+
+async def _register(request: web.Request) -> web.Response:
+    session = _session(request)
+    try:
+        body = orjson.loads(await request.read() or b"{}")
+        events = body.get("events", []) if isinstance(body, dict) else None
+        if not isinstance(events, list):
+            raise ExtensionError(400, "InvalidRequestFormat", "events must be a list")
+        if isinstance(body, dict) and "configurationKeys" in body:
+            raise ExtensionError(400, "InvalidRequestFormat", "configurationKeys is deprecated")
+        identifier = session.extensions.register(
+            request.headers.get(HEADER_EXTENSION_NAME, ""), [str(e) for e in events]
+        )
+    except orjson.JSONDecodeError:
+        return _api_error(400, "InvalidRequestFormat", "The body is not JSON")
+    except ExtensionError as error:
+        return _extension_error(error)
+    return web.Response(
+        body=orjson.dumps(session.function_info),
+        content_type="application/json",
+        headers={HEADER_EXTENSION_ID: identifier},
+    )
+
+
+async def _event_next(request: web.Request) -> web.Response:
+    session = _session(request)
+    try:
+        event = await session.extensions.next_event(request.headers.get(HEADER_EXTENSION_ID))
+    except ExtensionError as error:
+        return _extension_error(error)
+    return web.Response(
+        body=orjson.dumps(event),
+        content_type="application/json",
+        headers={HEADER_EXTENSION_EVENT_ID: str(uuid.uuid4())},
+    )
+
+
+async def _extension_report(request: web.Request, is_init: bool) -> web.Response:
+    session = _session(request)
+    error_type = request.headers.get(HEADER_EXTENSION_ERROR_TYPE)
+    if not error_type:
+        return _api_error(
+            403, "Extension.MissingHeader", f"{HEADER_EXTENSION_ERROR_TYPE} is required"
+        )
+    body = await request.read()
+    try:
+        if is_init:
+            session.extensions.report_init_error(
+                request.headers.get(HEADER_EXTENSION_ID),
+                orjson.dumps({"errorType": "Extension.InitError",
+                              "errorMessage": f"{error_type}: {body.decode('utf-8', 'replace')}"}),
+            )  # fmt: skip
+        else:
+            session.extensions.report_exit_error(request.headers.get(HEADER_EXTENSION_ID))
+    except ExtensionError as error:
+        return _extension_error(error)
+    return _accepted()
+
+
+async def _extension_init_error(request: web.Request) -> web.Response:
+    return await _extension_report(request, is_init=True)
+
+
+async def _extension_exit_error(request: web.Request) -> web.Response:
+    return await _extension_report(request, is_init=False)

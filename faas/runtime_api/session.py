@@ -15,6 +15,7 @@ import enum
 
 from faas.pool.channel import Frame
 from faas.pool.transport import FrameInbox
+from faas.runtime_api.extensions import ExtensionHub
 
 
 class SessionPhase(enum.Enum):
@@ -31,10 +32,15 @@ class RuntimeSession:
         "_inbox",
         "_next_invoke",
         "_phase",
+        "extensions",
+        "function_info",
         "max_response_bytes",
     )
 
-    def __init__(self, max_response_bytes: int) -> None:
+    def __init__(self, max_response_bytes: int, function_info: dict[str, str]) -> None:
+        # What /register answers: functionName, functionVersion, handler.
+        self.function_info = function_info
+        self.extensions = ExtensionHub()
         self._inbox = FrameInbox()
         self._phase = SessionPhase.INIT
         self._next_invoke: asyncio.Queue[Frame] = asyncio.Queue(maxsize=1)

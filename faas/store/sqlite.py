@@ -20,7 +20,7 @@ import aiosqlite
 import orjson
 
 from faas.errors import PreconditionFailedException, ResourceConflictException
-from faas.models import FunctionConfig
+from faas.models import FunctionConfig, LayerVersion, LayerVersionState
 from faas.store.base import QueuedEvent
 
 
@@ -40,7 +40,7 @@ def _migrations() -> list[tuple[int, str]]:
 
 
 class SqliteStore:
-    """FunctionRegistry and EventQueue over one SQLite file."""
+    """FunctionRegistry, LayerRegistry and EventQueue over one SQLite file."""
 
     __slots__ = ("_conn", "_flusher", "_path", "_pending", "_pending_ready", "_state")
 
@@ -142,9 +142,52 @@ class SqliteStore:
         await self.conn.execute("DELETE FROM functions WHERE name = ?", (name,))
 
     async def code_hashes_in_use(self) -> set[str]:
-        async with self.conn.execute("SELECT DISTINCT code_sha256 FROM functions") as cursor:
+        """Code of every function version and of every layer version not yet purged."""
+        async with self.conn.execute(
+            "SELECT code_sha256 FROM functions UNION"
+            " SELECT code_sha256 FROM layer_versions WHERE state != ?",
+            (LayerVersionState.PURGED.value,),
+        ) as cursor:
             rows = await cursor.fetchall()
         return {str(row[0]) for row in rows}
+
+    # LayerRegistry
+
+    async def load_layer_versions(self) -> list[LayerVersion]:
+        async with self.conn.execute(
+            "SELECT record FROM layer_versions ORDER BY name, version"
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [LayerVersion.from_record(orjson.loads(row[0])) for row in rows]
+
+    async def insert_layer_version(self, layer: LayerVersion) -> None:
+        try:
+            await self.conn.execute(
+                "INSERT INTO layer_versions (name, version, state, code_sha256, record)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (
+                    layer.name,
+                    layer.version,
+                    layer.state.value,
+                    layer.code_sha256_hex,
+                    orjson.dumps(layer.to_record()),
+                ),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise ResourceConflictException(
+                f"Layer version already exists: {layer.name}:{layer.version}"
+            ) from exc
+
+    async def set_layer_version_state(
+        self, name: str, version: int, state: LayerVersionState
+    ) -> None:
+        # One statement, so it never interleaves with the event flusher's transaction.
+        await self.conn.execute(
+            "UPDATE layer_versions SET state = ?,"
+            " record = json_set(CAST(record AS TEXT), '$.state', ?)"
+            " WHERE name = ? AND version = ?",
+            (state.value, state.value, name, version),
+        )
 
     # EventQueue
 
