@@ -15,9 +15,10 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from faas.errors import (
+    InvalidParameterValueException,
     PreconditionFailedException,
     ResourceConflictException,
     ResourceNotFoundException,
@@ -25,6 +26,9 @@ from faas.errors import (
 from faas.models import LATEST, FunctionConfig
 from faas.store.base import FunctionRegistry
 from faas.store.code import CodeStore
+
+if TYPE_CHECKING:  # faas.layers imports this module at run time
+    from faas.layers import LayerCatalog
 
 ChangeListener = Callable[[str], None]
 
@@ -39,11 +43,26 @@ def lambda_timestamp(epoch_s: float | None = None) -> str:
 class FunctionCatalog:
     """Function configurations by name, cached in memory over a FunctionRegistry."""
 
-    __slots__ = ("_code", "_functions", "_listeners", "_locks", "_registry", "arn_prefix")
+    __slots__ = (
+        "_code",
+        "_functions",
+        "_layers",
+        "_listeners",
+        "_locks",
+        "_registry",
+        "arn_prefix",
+    )
 
-    def __init__(self, registry: FunctionRegistry, code: CodeStore, arn_prefix: str) -> None:
+    def __init__(
+        self,
+        registry: FunctionRegistry,
+        code: CodeStore,
+        arn_prefix: str,
+        layers: LayerCatalog | None = None,
+    ) -> None:
         self._registry = registry
         self._code = code
+        self._layers = layers  # checks a configuration's Layers; None: layers are refused
         self._functions: dict[str, FunctionConfig] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._listeners: list[ChangeListener] = []
@@ -105,6 +124,7 @@ class FunctionCatalog:
                 last_modified=lambda_timestamp(),
                 **fields,
             )
+            await self._check_layers(config, ())
             await self._registry.insert_function(config)
             self._functions[name] = config
         self._notify(name)
@@ -143,6 +163,7 @@ class FunctionCatalog:
                 last_modified=lambda_timestamp(),
                 **changes,
             )
+            await self._check_layers(updated, current.layers)
             await self._registry.replace_function(updated, current.revision_id)
             self._functions[name] = updated
         self._notify(name)
@@ -155,6 +176,13 @@ class FunctionCatalog:
             del self._functions[name]
         self._locks.pop(name, None)
         self._notify(name)
+
+    async def _check_layers(self, config: FunctionConfig, attached: tuple[str, ...]) -> None:
+        if not config.layers:
+            return
+        if self._layers is None:
+            raise InvalidParameterValueException("Layers are not supported by this node.")
+        await self._layers.check(config, attached)
 
     def _lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())

@@ -49,6 +49,15 @@ class PoolConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SandboxConfig:
+    """How environments are isolated from the node and from each other."""
+
+    # Environments drop to this user when the node runs as root and the user can reach
+    # the interpreter and the code ("" keeps the node's user).
+    run_as_user: str = "nobody"
+
+
+@dataclass(frozen=True, slots=True)
 class StoreConfig:
     """The embedded store: registry, code and event queue under one directory."""
 
@@ -74,6 +83,7 @@ class Config:
 
     api: ApiConfig = field(default_factory=ApiConfig)
     pool: PoolConfig = field(default_factory=PoolConfig)
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
 
@@ -125,6 +135,7 @@ SETTINGS: tuple[Setting, ...] = (
         "how python3.x runtimes reach the node",
         choices=("native", "runtime-api"),
     ),
+    Setting("sandbox", "run_as_user", str, "unprivileged user environments run as, if root"),
     Setting("store", "data_dir", Path, "directory of the embedded store"),
     Setting("store", "max_zip_bytes", int, "largest deployment zip", 1),
     Setting("store", "max_unzipped_bytes", int, "largest unpacked code size", 1),
@@ -150,7 +161,9 @@ def load_config(
     """
     environ = environ or {}
     overrides = overrides or {}
-    sections: dict[str, dict[str, Any]] = {"api": {}, "pool": {}, "store": {}, "events": {}}
+    sections: dict[str, dict[str, Any]] = {
+        "api": {}, "pool": {}, "sandbox": {}, "store": {}, "events": {}
+    }  # fmt: skip
     for setting in SETTINGS:
         raw: Any = environ.get(setting.env_var)
         if overrides.get(setting.name) is not None:
@@ -163,6 +176,7 @@ def load_config(
     return Config(
         api=dataclasses.replace(base.api, **sections["api"]),
         pool=dataclasses.replace(base.pool, **sections["pool"]),
+        sandbox=dataclasses.replace(base.sandbox, **sections["sandbox"]),
         store=dataclasses.replace(base.store, **sections["store"]),
         events=dataclasses.replace(base.events, **sections["events"]),
     )

@@ -28,6 +28,7 @@ from typing import ClassVar
 
 # errorType strings reported in function-error payloads, as Lambda names them.
 RUNTIME_EXIT_ERROR = "Runtime.ExitError"
+RUNTIME_OUT_OF_MEMORY = "Runtime.OutOfMemory"
 RUNTIME_IMPORT_MODULE_ERROR = "Runtime.ImportModuleError"
 RUNTIME_HANDLER_NOT_FOUND = "Runtime.HandlerNotFound"
 RUNTIME_INVALID_RUNTIME = "Runtime.InvalidRuntime"

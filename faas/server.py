@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
+import secrets
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -21,12 +23,15 @@ from faas.api.services import Services
 from faas.catalog import FunctionCatalog
 from faas.config import Config
 from faas.events.async_invoke import AsyncInvokeDispatcher
+from faas.layers import LayerCatalog
 from faas.observe.logs import LogSink
 from faas.observe.metrics import Metrics
 from faas.pool.invoker import Invoker
 from faas.pool.manager import PoolManager
 from faas.runtime_api.server import RuntimeApiServer
+from faas.sandbox.cgroups import CgroupManager
 from faas.sandbox.launcher import Launcher
+from faas.sandbox.namespaces import Isolation
 from faas.store.code import CodeLimits, CodeStore
 from faas.store.sqlite import SqliteStore
 
@@ -91,22 +96,41 @@ class Server:
         )
         await code.start()
         self._stop_steps.append(("code store", code.stop))
+        layer_prefix = f"arn:aws:lambda:{config.api.region}:{config.api.account_id}:layer:"
+        layers = LayerCatalog(
+            store, code, layer_prefix, data_dir / "opt", config.store.max_unzipped_bytes
+        )
+        await layers.start()
+        self._stop_steps.append(("layer catalog", layers.stop))
         arn_prefix = f"arn:aws:lambda:{config.api.region}:{config.api.account_id}:function:"
-        catalog = FunctionCatalog(store, code, arn_prefix)
+        catalog = FunctionCatalog(store, code, arn_prefix, layers)
         await catalog.start()
         self._stop_steps.append(("catalog", catalog.stop))
         self.catalog = catalog
+        await layers.collect_garbage(store)
         await code.collect_garbage(await store.code_hashes_in_use())
         sink = LogSink(data_dir / "logs")
         await sink.start()
         self._stop_steps.append(("log sink", sink.stop))
         metrics = Metrics()
+        isolation = Isolation(data_dir / "tmp", config.sandbox.run_as_user)
+        cgroups = CgroupManager(f"{os.getpid()}-{secrets.token_hex(4)}")
+        await cgroups.start()
+        self._stop_steps.append(("cgroups", cgroups.stop))
         launcher = Launcher(
             config.api.region,
             config.pool.max_response_bytes,
-            data_dir / "pycache",
+            isolation,
+            cgroups,
             python_over_runtime_api=config.pool.python_transport == "runtime-api",
         )
+        await isolation.start(
+            [
+                *launcher.paths_needed(),
+                str(data_dir / "code"),
+            ]
+        )
+        self._stop_steps.append(("isolation", isolation.stop))
         runtime_api = RuntimeApiServer()
         await runtime_api.start()
         self._stop_steps.append(("runtime API", runtime_api.stop))
@@ -123,7 +147,7 @@ class Server:
         dispatcher = AsyncInvokeDispatcher(config.events, store, catalog, invoker, metrics)
         await dispatcher.start()
         self._stop_steps.append(("dispatcher", lambda: dispatcher.stop(self._drain_timeout_s())))
-        app = build_app(Services(config, catalog, invoker, dispatcher, pool, metrics))
+        app = build_app(Services(config, catalog, invoker, dispatcher, pool, metrics, layers))
         runner = web.AppRunner(
             app,
             handle_signals=False,

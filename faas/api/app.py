@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from faas.api import functions, invoke, operations
+from faas.api import functions, invoke, layers, operations
 from faas.api.middleware import lambda_errors
 from faas.api.services import SERVICES, Services
 
@@ -32,6 +32,15 @@ def build_app(services: Services) -> web.Application:
             web.put("/2015-03-31/functions/{name}/code", functions.update_code),
             web.post("/2015-03-31/functions/{name}/invocations", invoke.invoke),
             web.get("/faas/code/{sha256}.zip", functions.download_code),
+            web.get("/2018-10-31/layers", layers.list_layers),
+            web.get("/2018-10-31/layers/", layers.list_layers),
+            web.post("/2018-10-31/layers/{layer}/versions", layers.publish_layer_version),
+            web.get("/2018-10-31/layers/{layer}/versions", layers.list_layer_versions),
+            web.get("/2018-10-31/layers/{layer}/versions/{version}", layers.get_layer_version),
+            web.delete(
+                "/2018-10-31/layers/{layer}/versions/{version}", layers.delete_layer_version
+            ),
+            web.get("/faas/layer-code/{sha256}.zip", layers.download_layer_code),
         ]
     )
     return app

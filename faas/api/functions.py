@@ -47,7 +47,9 @@ def _resolve(services: Services, ref: FunctionRef) -> FunctionConfig:
 
 
 def _configuration(services: Services, config: FunctionConfig) -> dict[str, Any]:
-    return function_configuration(config, services.catalog.function_arn(config.name))
+    return function_configuration(
+        config, services.catalog.function_arn(config.name), services.layers.references(config)
+    )
 
 
 def _json(payload: dict[str, Any], status: int = 200) -> web.Response:

@@ -9,6 +9,7 @@ from aiohttp import web
 from faas.catalog import FunctionCatalog
 from faas.config import Config
 from faas.events.async_invoke import AsyncInvokeDispatcher
+from faas.layers import LayerCatalog
 from faas.observe.metrics import Metrics
 from faas.pool.invoker import Invoker
 from faas.pool.manager import PoolManager
@@ -24,6 +25,7 @@ class Services:
     dispatcher: AsyncInvokeDispatcher
     pool: PoolManager
     metrics: Metrics
+    layers: LayerCatalog
 
 
 SERVICES = web.AppKey("services", Services)

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from faas.models import FunctionConfig
 
 
-def function_configuration(config: FunctionConfig, function_arn: str) -> dict[str, Any]:
-    """A FunctionConfiguration, members in botocore's order (lambda-compat.md A.4)."""
+def function_configuration(
+    config: FunctionConfig, function_arn: str, layers: Sequence[tuple[str, int]] = ()
+) -> dict[str, Any]:
+    """A FunctionConfiguration, members in botocore's order (lambda-compat.md A.4).
+
+    Args:
+        layers: ``(Arn, CodeSize)`` of each of the function's layers, in order.
+    """
     shape: dict[str, Any] = {
         "FunctionName": config.name,
         "FunctionArn": function_arn,
@@ -27,10 +34,12 @@ def function_configuration(config: FunctionConfig, function_arn: str) -> dict[st
         shape["DeadLetterConfig"] = {"TargetArn": config.dead_letter_target_arn}
     if config.environment:
         shape["Environment"] = {"Variables": dict(config.environment)}
+    shape["TracingConfig"] = {"Mode": config.tracing_mode}
+    shape["RevisionId"] = config.revision_id
+    if layers:
+        shape["Layers"] = [{"Arn": arn, "CodeSize": size} for arn, size in layers]
     shape.update(
         {
-            "TracingConfig": {"Mode": config.tracing_mode},
-            "RevisionId": config.revision_id,
             "State": "Active",
             "LastUpdateStatus": "Successful",
             "PackageType": "Zip",

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from faas.errors import InvalidParameterValueException, ValidationException
+from faas.layers import MAX_FUNCTION_LAYERS
 from faas.sandbox.launcher import RESERVED_ENV_VARS
 from faas.sandbox.runtimes import supported_runtimes
 
@@ -30,6 +31,10 @@ _ROLE = re.compile(r"arn:(aws[a-zA-Z-]*)?:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/
 _ENV_KEY = re.compile(r"[a-zA-Z]([a-zA-Z0-9_])+")
 _HANDLER = re.compile(r"[^\s]+")
 _MAX_ENV_BYTES = 4096
+_LAYER_ARN = re.compile(
+    r"(arn:(aws[a-zA-Z-]*)?:lambda:(eusc-)?[a-z]{2}((-gov)|(-iso([a-z]?)))?-[a-z]+-\d{1}:"
+    r"\d{12}:layer:[a-zA-Z0-9-_]+:[0-9]+)|(arn:[a-zA-Z0-9-]+:lambda:::awslayer:[a-zA-Z0-9-_]+)"
+)
 
 
 def _constraint(value: Any, member: str, constraint: str) -> ValidationException:
@@ -195,9 +200,35 @@ def configuration_fields(body: Mapping[str, Any], creating: bool) -> dict[str, A
     fields.update(_optional_settings(body))
     if body.get("PackageType") not in (None, "Zip"):
         raise InvalidParameterValueException("Only PackageType Zip is supported by this node.")
-    if body.get("Layers"):
-        raise InvalidParameterValueException("Layers are not supported by this node yet.")
+    layers = _layers(body)
+    if layers is not None:
+        fields["layers"] = layers
     return fields
+
+
+def _layers(body: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """The ``Layers`` member: up to five layer version ARNs, in order (``[]`` clears)."""
+    value = body.get("Layers")
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise _constraint(value, "layers", "Member must be a list")
+    for arn in value:
+        if not isinstance(arn, str) or not 1 <= len(arn) <= 2048 or not _LAYER_ARN.fullmatch(arn):
+            raise _constraint(
+                f"[{', '.join(str(item) for item in value)}]",
+                "layers",
+                "Member must satisfy constraint: [Member must have length less than or equal "
+                "to 2048, Member must have length greater than or equal to 1, Member must "
+                f"satisfy regular expression pattern: {_LAYER_ARN.pattern}, Member must not "
+                "be null]",
+            )
+    if len(value) > MAX_FUNCTION_LAYERS:
+        # Wording unconfirmed; Lambda allows at most five layers per function.
+        raise InvalidParameterValueException(
+            f"Cannot reference more than {MAX_FUNCTION_LAYERS} layers."
+        )
+    return tuple(value)
 
 
 def _optional_settings(body: Mapping[str, Any]) -> dict[str, Any]:

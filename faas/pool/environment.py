@@ -17,12 +17,14 @@ import contextlib
 import enum
 import signal
 import time
+import uuid
 from datetime import UTC, datetime
 
 import orjson
 
 from faas.errors import (
     RUNTIME_EXIT_ERROR,
+    RUNTIME_OUT_OF_MEMORY,
     SANDBOX_TIMEDOUT,
     InitFailed,
     InvokeTimedOut,
@@ -35,6 +37,7 @@ from faas.pool.transport import NativeTransport, RuntimeTransport
 from faas.runtime_api.extensions import ExtensionHub, ShutdownReason
 from faas.runtime_api.server import RuntimeApiServer
 from faas.runtime_api.session import RuntimeSession
+from faas.sandbox.environment_cgroup import EnvironmentCgroup
 from faas.sandbox.launcher import LaunchedRuntime, Launcher, signal_process_group
 
 _OUTPUT_CHUNK = 64 * 1024
@@ -80,6 +83,7 @@ class Environment:
     """A runtime process serving invocations of one function configuration, one at a time."""
 
     __slots__ = (
+        "_cgroup",
         "_endpoint",
         "_exit_watch",
         "_extension_processes",
@@ -92,6 +96,7 @@ class Environment:
         "_transport",
         "code_directory",
         "config",
+        "env_id",
         "init_duration_ms",
         "init_timings",
         "invocations",
@@ -111,7 +116,9 @@ class Environment:
     ) -> None:
         self.config = config
         self.opt_directories = opt_directories or []
+        self.env_id = uuid.uuid4().hex[:16]
         self._session: RuntimeSession | None = None
+        self._cgroup: EnvironmentCgroup | None = None
         self._extension_processes: list[asyncio.subprocess.Process] = []
         self.shutdown_reason = ShutdownReason.SPINDOWN
         self.code_directory = code_directory
@@ -161,6 +168,9 @@ class Environment:
 
     async def _open_transport(self, init_timeout_s: float, request_id: str) -> None:
         """Start extensions, then the runtime with the right door: native frames or HTTP."""
+        cgroups = self._launcher.cgroups
+        self._cgroup = await cgroups.create(self.env_id, cgroups.limits_for(self.config.memory_mb))
+        await self._cgroup.set_init_boost(True)
         extensions = self._launcher.extension_executables(self.opt_directories)
         uses_runtime_api = self._launcher.uses_runtime_api(self.config)
         if uses_runtime_api or extensions:
@@ -172,12 +182,15 @@ class Environment:
             assert self._session is not None
             self._transport = self._session
             self._launched = await self._launcher.launch(
-                self.config, self.code_directory, runtime_api=self._endpoint
-            )
+                self.config, self.code_directory, self.env_id, self._cgroup,
+                runtime_api=self._endpoint,
+            )  # fmt: skip
         else:
             native = NativeTransport(self._write_log)
             self._transport = native
-            self._launched = await self._launcher.launch(self.config, self.code_directory)
+            self._launched = await self._launcher.launch(
+                self.config, self.code_directory, self.env_id, self._cgroup
+            )
             assert self._launched.control is not None
             await native.connect(self._launched.control)
         process = self._launched.process
@@ -195,7 +208,10 @@ class Environment:
         assert self._session is not None and self._endpoint is not None
         hub = self._session.extensions
         for path in paths:
-            process = await self._launcher.launch_extension(path, self.config, self._endpoint)
+            assert self._cgroup is not None
+            process = await self._launcher.launch_extension(
+                path, self.config, self._endpoint, self.env_id, self._cgroup
+            )
             self._extension_processes.append(process)
             if process.stdout is not None:
                 self._output_tasks.append(asyncio.create_task(self._pump_output(process.stdout)))
@@ -257,6 +273,8 @@ class Environment:
         frame = await self._transport.inbox.get(init_timeout_s)
         self.init_duration_ms = (time.perf_counter() - started) * 1000
         if frame is not None and frame.get("t") == "ready":
+            if self._cgroup is not None:
+                await self._cgroup.set_init_boost(False)
             function_init_ms = float(frame.get("function_init_ms") or 0.0)
             self.init_timings = {
                 "spawn": spawn_ms,
@@ -340,11 +358,20 @@ class Environment:
             payload = bytes(frame.get("payload") or b"")
             is_error = kind == "error"
             error_type = (str(frame.get("error_type") or "") or None) if is_error else None
-            return InvokeOutcome(payload, is_error, error_type, int(frame.get("max_rss_kb") or 0))
+            rss_kb = int(frame.get("max_rss_kb") or 0) or await self.peak_memory_kb()
+            return InvokeOutcome(payload, is_error, error_type, rss_kb)
         await self._kill(ShutdownReason.FAILURE)
         description = _exit_description(await self._exit_code())
         message = f"RequestId: {request.request_id} Error: Runtime exited with error: {description}"
+        if self._cgroup is not None and await self._cgroup.was_oom_killed():
+            raise RuntimeExited(RUNTIME_OUT_OF_MEMORY, error_json(RUNTIME_OUT_OF_MEMORY, message))
         raise RuntimeExited(RUNTIME_EXIT_ERROR, error_json(RUNTIME_EXIT_ERROR, message))
+
+    async def peak_memory_kb(self) -> int:
+        """High-water memory of the whole environment (its cgroup), in KiB; 0 if unknown."""
+        if self._cgroup is None:
+            return 0
+        return await self._cgroup.peak_memory_bytes() // 1024
 
     async def stop(self, grace_s: float, reason: ShutdownReason | None = None) -> None:
         """Shutdown phase: the runtime first (shutdown, SIGTERM, SIGKILL after the grace),
@@ -368,9 +395,14 @@ class Environment:
                     await asyncio.wait_for(process.wait(), half)
             # Anything the runtime left behind in its group goes too.
             signal_process_group(process.pid, signal.SIGKILL)
-            await process.wait()
         await self._stop_extensions(reason)
+        if self._cgroup is not None:
+            # Every process of the environment, wherever it moved to, before waiting on pipes.
+            await self._cgroup.remove()
+        if self._launched is not None:
+            await self._launched.process.wait()
         await self._release_resources()
+        await self._launcher.isolation.release(self.env_id)
         self.state = EnvironmentState.STOPPED
 
     async def _stop_extensions(self, reason: ShutdownReason) -> None:
@@ -392,6 +424,9 @@ class Environment:
         self.shutdown_reason = reason
         if self._launched is not None:
             signal_process_group(self._launched.process.pid, signal.SIGKILL)
+        if self._cgroup is not None and not self._extension_processes:
+            # Descendants that left the process group go too (extensions stay for SHUTDOWN).
+            await self._cgroup.kill_all()
 
     async def _exit_code(self) -> int | None:
         if self._launched is None:

@@ -34,6 +34,8 @@ from pathlib import Path
 
 from faas.errors import PlatformError
 from faas.sandbox import cgroupfs
+from faas.sandbox.cgroup_v1 import V1Cgroup
+from faas.sandbox.cgroup_v2 import V2Cgroup
 from faas.sandbox.environment_cgroup import (
     WRAP_FAILED_EXIT,
     CgroupKind,
@@ -41,8 +43,6 @@ from faas.sandbox.environment_cgroup import (
     EnvironmentCgroup,
     KernelCgroup,
     RunAs,
-    V1Cgroup,
-    V2Cgroup,
     WatchdogCgroup,
     member_path,
 )

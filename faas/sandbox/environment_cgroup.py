@@ -10,16 +10,16 @@ running the program unconfined. When the node runs as root and the environment m
 privileges are dropped *after* the move, by exec'ing ``setpriv`` between shell and program
 (an unprivileged process may not move itself into a root-owned cgroup).
 
-Three implementations share one interface: ``V1Cgroup`` (a directory per controller
-hierarchy), ``V2Cgroup`` (one directory in the unified hierarchy) and ``WatchdogCgroup``
-(no kernel enforcement; a psutil RSS watchdog over the process tree).
+Three implementations share one interface: ``V1Cgroup`` (``cgroup_v1``: a directory per
+controller hierarchy), ``V2Cgroup`` (``cgroup_v2``: one directory in the unified hierarchy),
+both built on ``KernelCgroup`` here, and ``WatchdogCgroup`` (no kernel enforcement; a psutil
+RSS watchdog over the process tree).
 """
 
 from __future__ import annotations
 
 import abc
 import asyncio
-import contextlib
 import enum
 import logging
 import posixpath
@@ -42,7 +42,6 @@ _ENTER_SCRIPT = (
 )
 _POLL_S = 0.01
 _ENTER_POLL_S = 0.001
-_HIGH_WATER_INTERVAL_S = 0.05
 
 
 class CgroupKind(enum.Enum):
@@ -71,7 +70,7 @@ class EnvironmentCgroup(abc.ABC):
     ``peak_memory_bytes``/``was_oom_killed`` for reports; ``remove`` when the environment ends.
     """
 
-    __slots__ = ("_on_removed", "_setpriv", "env_id", "limits", "state")
+    __slots__ = ("_final", "_on_removed", "_setpriv", "env_id", "limits", "state")
 
     def __init__(
         self,
@@ -85,6 +84,8 @@ class EnvironmentCgroup(abc.ABC):
         self.state = CgroupState.ACTIVE
         self._setpriv = setpriv
         self._on_removed = on_removed
+        # (peak bytes, OOM-killed) read just before removal, so reports work afterwards too.
+        self._final: tuple[int, bool] | None = None
 
     @property
     @abc.abstractmethod
@@ -118,7 +119,7 @@ class EnvironmentCgroup(abc.ABC):
                 "--",
                 *command,
             ]
-        procs = []
+        procs = self._procs_files()
         if not procs:
             return command
         return ["/bin/sh", "-c", _ENTER_SCRIPT, "faas-cgroup", *map(str, procs), "--", *command]
@@ -128,12 +129,39 @@ class EnvironmentCgroup(abc.ABC):
         """Tell the cgroup the pid of the environment's first process, just after spawning."""
 
     @abc.abstractmethod
+    async def adopt(self, pid: int) -> None:
+        """Move a process that was started without ``wrap`` (say, forked by a zygote) in.
+
+        Only what it starts afterwards is born inside, so adopt it before it runs user
+        code; then ``attach`` it as usual.
+
+        Raises:
+            PlatformError: the process is gone, or the kernel refused the move.
+        """
+
+    async def set_init_boost(self, is_boosted: bool) -> None:
+        """Lift the CPU quota for the Init phase, or restore the memory-proportional share.
+
+        Lambda gives on-demand Init the host's full CPU; invocations then run at their
+        share. Without kernel cgroups there is no quota to lift.
+        """
+        await asyncio.to_thread(self._write_cpu_quota, is_boosted)
+
+    def _write_cpu_quota(self, is_unlimited: bool) -> None:
+        """Blocking: write the CPU quota (nothing to write without kernel cgroups)."""
+        return None
+
     async def peak_memory_bytes(self) -> int:
         """The most memory the environment's tree has used at once, in bytes."""
+        if self._final is not None:
+            return self._final[0]
+        return await self._read_peak_memory_bytes()
 
-    @abc.abstractmethod
     async def was_oom_killed(self) -> bool:
         """True if a process of the environment was killed for going over the memory limit."""
+        if self._final is not None:
+            return self._final[1]
+        return await self._read_was_oom_killed()
 
     @abc.abstractmethod
     async def kill_all(self) -> None:
@@ -151,6 +179,16 @@ class EnvironmentCgroup(abc.ABC):
         """
         if self.state is CgroupState.REMOVED:
             return
+        await self.kill_all()
+        if self._final is None:
+            try:
+                self._final = (
+                    await self._read_peak_memory_bytes(),
+                    await self._read_was_oom_killed(),
+                )
+            except OSError as exc:
+                log.warning("no final memory figures for environment %s: %s", self.env_id, exc)
+                self._final = (0, False)
         await self._remove()
         self.state = CgroupState.REMOVED
         self._on_removed(self.env_id)
@@ -159,7 +197,14 @@ class EnvironmentCgroup(abc.ABC):
         return []
 
     @abc.abstractmethod
-    async def _remove(self) -> None: ...
+    async def _read_peak_memory_bytes(self) -> int: ...
+
+    @abc.abstractmethod
+    async def _read_was_oom_killed(self) -> bool: ...
+
+    @abc.abstractmethod
+    async def _remove(self) -> None:
+        """Release what is left once every process has been killed."""
 
 
 class KernelCgroup(EnvironmentCgroup):
@@ -216,6 +261,16 @@ class KernelCgroup(EnvironmentCgroup):
                 raise PlatformError(f"process {pid} did not enter the cgroup of {self.env_id}")
             await asyncio.sleep(_ENTER_POLL_S)
 
+    async def adopt(self, pid: int) -> None:
+        def move() -> None:
+            for procs in self._procs_files():
+                cgroupfs.write_text(procs, str(pid))
+
+        try:
+            await asyncio.to_thread(move)
+        except OSError as exc:
+            raise PlatformError(f"cannot move pid {pid} into {self.env_id}: {exc}") from exc
+
     def _has_entered(self, pid: int) -> bool:
         """Blocking: True if ``pid`` is in every directory of this cgroup, or is gone."""
         for controller, expected in self._member_paths.items():
@@ -253,7 +308,6 @@ class KernelCgroup(EnvironmentCgroup):
             await asyncio.sleep(_POLL_S)
 
     async def _remove(self) -> None:
-        await self.kill_all()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._kill_timeout_s
         remaining = self.directories
@@ -268,137 +322,6 @@ class KernelCgroup(EnvironmentCgroup):
             # Busy: a process was still exiting, or one slipped in; kill again and retry.
             await asyncio.sleep(_POLL_S)
             await asyncio.to_thread(self._kill_round)
-
-
-class V1Cgroup(KernelCgroup):
-    """An environment in the cgroup v1 hierarchies (memory, cpu and, if mounted, pids)."""
-
-    __slots__ = ()
-
-    @property
-    def kind(self) -> CgroupKind:
-        return CgroupKind.V1
-
-    def configure(self) -> None:
-        """Blocking: write the limits into the new directories."""
-        memory = self._dirs["memory"]
-        limit = str(self.limits.memory_bytes)
-        cgroupfs.write_text(memory / "memory.limit_in_bytes", limit)
-        # memsw is memory+swap; equal to the memory limit, swapping cannot hide usage.
-        if (memory / "memory.memsw.limit_in_bytes").exists():
-            cgroupfs.write_text(memory / "memory.memsw.limit_in_bytes", limit)
-        cgroupfs.write_if_present(memory / "memory.swappiness", "0")
-        cpu = self._dirs["cpu"]
-        cgroupfs.write_text(cpu / "cpu.cfs_period_us", str(self.limits.cpu_period_us))
-        pass
-        if "pids" in self._dirs:
-            pass
-
-    async def peak_memory_bytes(self) -> int:
-        path = self._dirs["memory"] / "memory.max_usage_in_bytes"
-        return await asyncio.to_thread(cgroupfs.read_int, path)
-
-    async def was_oom_killed(self) -> bool:
-        memory = self._dirs["memory"]
-        events = await asyncio.to_thread(cgroupfs.read_keyed, memory / "memory.oom_control")
-        if "oom_kill" in events:
-            return events["oom_kill"] > 0
-        # Kernels before 4.13 have no oom_kill counter: hitting the limit is the best sign.
-        return await asyncio.to_thread(cgroupfs.read_int, memory / "memory.failcnt") > 0
-
-
-class V2Cgroup(KernelCgroup):
-    """An environment in the unified (v2) hierarchy."""
-
-    __slots__ = ("_high_water", "_tracker")
-
-    def __init__(
-        self,
-        env_id: str,
-        limits: EnvironmentLimits,
-        setpriv: str | None,
-        on_removed: Callable[[str], None],
-        *,
-        dirs: dict[str, Path],
-        member_paths: dict[str, str],
-        kill_timeout_s: float,
-    ) -> None:
-        super().__init__(
-            env_id,
-            limits,
-            setpriv,
-            on_removed,
-            dirs=dirs,
-            member_paths=member_paths,
-            kill_timeout_s=kill_timeout_s,
-        )
-        self._high_water = 0
-        self._tracker: asyncio.Task[None] | None = None
-
-    @property
-    def kind(self) -> CgroupKind:
-        return CgroupKind.V2
-
-    @property
-    def _dir(self) -> Path:
-        return self._dirs[""]
-
-    def configure(self) -> None:
-        """Blocking: write the limits into the new directory."""
-        cgroupfs.write_text(self._dir / "memory.max", str(self.limits.memory_bytes))
-        cgroupfs.write_if_present(self._dir / "memory.swap.max", "0")
-        # On OOM, kill the whole environment, as Lambda does, not just the largest process.
-        cgroupfs.write_if_present(self._dir / "memory.oom.group", "1")
-        cgroupfs.write_text(self._dir / "cpu.max", self.limits.cpu_max)
-        if (self._dir / "pids.max").exists():
-            cgroupfs.write_text(self._dir / "pids.max", str(self.limits.pids_max))
-
-    async def attach(self, pid: int) -> None:
-        await super().attach(pid)
-        # Kernels before 5.19 have no memory.peak: sample memory.current instead.
-        has_peak = await asyncio.to_thread((self._dir / "memory.peak").exists)
-        if not has_peak and self._tracker is None:
-            self._tracker = asyncio.create_task(self._track_high_water())
-
-    async def _track_high_water(self) -> None:
-        loop = asyncio.get_running_loop()
-        next_tick = loop.time()
-        try:
-            while True:
-                current = await asyncio.to_thread(cgroupfs.read_int, self._dir / "memory.current")
-                self._high_water = max(self._high_water, current)
-                next_tick = max(next_tick + _HIGH_WATER_INTERVAL_S, loop.time())
-                await asyncio.sleep(next_tick - loop.time())
-        except FileNotFoundError:
-            return  # removed underneath us
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("memory tracking of environment %s failed", self.env_id)
-
-    async def peak_memory_bytes(self) -> int:
-        try:
-            return await asyncio.to_thread(cgroupfs.read_int, self._dir / "memory.peak")
-        except FileNotFoundError:
-            current = await asyncio.to_thread(cgroupfs.read_int, self._dir / "memory.current")
-            self._high_water = max(self._high_water, current)
-            return self._high_water
-
-    async def was_oom_killed(self) -> bool:
-        events = await asyncio.to_thread(cgroupfs.read_keyed, self._dir / "memory.events")
-        return events.get("oom_kill", 0) > 0
-
-    async def _before_kill(self) -> None:
-        # cgroup.kill (5.14+) kills every member atomically, fork bombs included.
-        await asyncio.to_thread(cgroupfs.write_if_present, self._dir / "cgroup.kill", "1")
-
-    async def _remove(self) -> None:
-        if self._tracker is not None:
-            self._tracker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._tracker
-            self._tracker = None
-        await super()._remove()
 
 
 class WatchdogCgroup(EnvironmentCgroup):
@@ -430,10 +353,13 @@ class WatchdogCgroup(EnvironmentCgroup):
         self._watchdog = MemoryWatchdog(pid, self.limits.memory_bytes, interval_s=self._interval_s)
         await self._watchdog.start()
 
-    async def peak_memory_bytes(self) -> int:
+    async def adopt(self, pid: int) -> None:
+        """Nothing to move: ``attach`` starts watching the process wherever it came from."""
+
+    async def _read_peak_memory_bytes(self) -> int:
         return self._watchdog.peak_bytes if self._watchdog is not None else 0
 
-    async def was_oom_killed(self) -> bool:
+    async def _read_was_oom_killed(self) -> bool:
         return self._watchdog is not None and self._watchdog.was_tripped
 
     async def kill_all(self) -> None:

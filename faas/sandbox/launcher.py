@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import signal
 import site
 import socket
 import sys
@@ -23,6 +24,9 @@ import orjson
 
 from faas.errors import InitFailed
 from faas.models import FunctionConfig
+from faas.sandbox.cgroups import CgroupManager
+from faas.sandbox.environment_cgroup import EnvironmentCgroup
+from faas.sandbox.namespaces import Isolation
 from faas.sandbox.runtimes import (
     NATIVE_PYTHON_RUNTIMES,
     NODEJS_RUNTIMES,
@@ -74,13 +78,14 @@ class Launcher:
     """Starts native Python runtime processes for function configurations."""
 
     __slots__ = (
+        "_isolation",
         "_node",
         "_nodejs_bootstrap",
-        "_pycache_dir",
         "_python_over_runtime_api",
         "_python_path",
         "_region",
         "_runtime_dir",
+        "cgroups",
         "max_response_bytes",
     )
 
@@ -88,17 +93,18 @@ class Launcher:
         self,
         region: str,
         max_response_bytes: int,
-        pycache_dir: Path,
+        isolation: Isolation,
+        cgroups: CgroupManager,
         python_over_runtime_api: bool = False,
     ) -> None:
         self._region = region
+        self.cgroups = cgroups
+        self._isolation = isolation
         self._python_over_runtime_api = python_over_runtime_api
         self._node = node_executable()
         self._nodejs_bootstrap = str(
             Path(__file__).resolve().parents[2] / "runtimes" / "nodejs" / "bootstrap.js"
         )
-        # Bytecode goes here, keyed by source path, so code directories stay as unpacked.
-        self._pycache_dir = str(pycache_dir)
         self.max_response_bytes = max_response_bytes
         self._runtime_dir = self._find_runtime_dir()
         # The runtime starts with -S (no site processing: ~40 ms less per cold start), so
@@ -114,6 +120,14 @@ class Launcher:
         if spec is None or spec.origin is None:
             raise RuntimeError("the native Python runtime (faas_python_runtime) is not installed")
         return str(Path(spec.origin).parent.parent)
+
+    @property
+    def isolation(self) -> Isolation:
+        return self._isolation
+
+    def paths_needed(self) -> list[str]:
+        """What an environment's user must be able to read: interpreter, runtime, packages."""
+        return [sys.executable, self._runtime_dir, *self._python_path.split(os.pathsep)]
 
     def extension_executables(self, opt_directories: list[str]) -> list[str]:
         """External extensions: executables in each layer's ``extensions/``, sorted by name."""
@@ -138,18 +152,28 @@ class Launcher:
         return env
 
     async def launch_extension(
-        self, path: str, config: FunctionConfig, runtime_api: str
+        self,
+        path: str,
+        config: FunctionConfig,
+        runtime_api: str,
+        env_id: str,
+        cgroup: EnvironmentCgroup,
     ) -> asyncio.subprocess.Process:
         """Start one external extension in its own session, output to the node."""
-        return await asyncio.create_subprocess_exec(
-            path,
+        isolated = await self._isolation.prepare(env_id, config.ephemeral_storage_mb)
+        env = self.extension_environment(config, runtime_api)
+        env.update(isolated.env)
+        process = await asyncio.create_subprocess_exec(
+            *cgroup.wrap([*isolated.argv_prefix, path]),
             cwd=os.path.dirname(path),
-            env=self.extension_environment(config, runtime_api),
+            env=env,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
         )
+        await cgroup.attach(process.pid)
+        return process
 
     def uses_runtime_api(self, config: FunctionConfig) -> bool:
         """Whether ``config`` runs over the HTTP Runtime API rather than native frames."""
@@ -163,7 +187,8 @@ class Launcher:
             "TZ": ":UTC",
             "LD_LIBRARY_PATH": "/lib64:/usr/lib64:/opt/lib",
             "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
-            "PYTHONPYCACHEPREFIX": self._pycache_dir,
+            # Code directories are precompiled and shared: never write bytecode into them.
+            "PYTHONDONTWRITEBYTECODE": "1",
         }
         env.update(config.environment)
         user_path = config.environment.get("PYTHONPATH")
@@ -212,7 +237,12 @@ class Launcher:
         return [bootstrap]
 
     async def launch(
-        self, config: FunctionConfig, code_directory: str, runtime_api: str | None = None
+        self,
+        config: FunctionConfig,
+        code_directory: str,
+        env_id: str,
+        cgroup: EnvironmentCgroup,
+        runtime_api: str | None = None,
     ) -> LaunchedRuntime:
         """Start a runtime for ``config`` with its code in ``code_directory``.
 
@@ -225,7 +255,9 @@ class Launcher:
         stream_name = log_stream_name(config.version)
         env = self.environment_variables(config, stream_name)
         env["LAMBDA_TASK_ROOT"] = code_directory
-        argv = self._argv(config, code_directory)
+        isolated = await self._isolation.prepare(env_id, config.ephemeral_storage_mb)
+        env.update(isolated.env)
+        argv = cgroup.wrap([*isolated.argv_prefix, *self._argv(config, code_directory)])
         parent_end: socket.socket | None = None
         child_end: socket.socket | None = None
         if runtime_api is not None:
@@ -249,7 +281,7 @@ class Launcher:
         except OSError as exc:
             if parent_end is not None:
                 parent_end.close()
-            message = f"Couldn't start the runtime {argv[0]}: {exc.strerror or exc}"
+            message = f"Couldn't start the runtime {argv[-1]}: {exc.strerror or exc}"
             raise InitFailed(
                 INVALID_ENTRYPOINT,
                 orjson.dumps({"errorType": INVALID_ENTRYPOINT, "errorMessage": message}),
@@ -259,6 +291,13 @@ class Launcher:
                 child_end.close()
         if parent_end is not None:
             parent_end.setblocking(False)
+        try:
+            await cgroup.attach(process.pid)
+        except BaseException:
+            signal_process_group(process.pid, signal.SIGKILL)
+            if parent_end is not None:
+                parent_end.close()
+            raise
         return LaunchedRuntime(process, parent_end, stream_name)
 
 

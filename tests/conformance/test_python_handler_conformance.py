@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from conftest import ROLE, FaasServer, ServerFactory, lambda_client
+from faas_support import ROLE, FaasServer, ServerFactory, lambda_client
 
 HANDLERS = """
 import json

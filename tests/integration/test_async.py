@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import (
+from faas_support import (
     FaasServer,
     ServerFactory,
     create_function,

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import (
+from faas_support import (
     ACCOUNT_ID,
     ARN_PREFIX,
     REGION,

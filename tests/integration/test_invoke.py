@@ -17,7 +17,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
-from conftest import (
+from faas_support import (
     ARN_PREFIX,
     REGION,
     SERVER_CANARY,

@@ -14,7 +14,7 @@ from typing import Any
 
 import psutil
 import pytest
-from conftest import (
+from faas_support import (
     ServerFactory,
     capture_process,
     code_sha256,

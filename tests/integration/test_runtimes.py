@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import ROLE, FaasServer, ServerFactory, lambda_client
+from faas_support import ROLE, FaasServer, ServerFactory, lambda_client
 
 NODE_MISSING = shutil.which("node") is None
 

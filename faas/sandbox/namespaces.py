@@ -1,0 +1,161 @@
+"""Per-environment isolation: a private /tmp, an unprivileged user, and Lambda's rlimits.
+
+Design notes: where the node runs as root and util-linux's ``unshare`` works, each
+environment gets its own mount namespace in which a fresh directory is bind-mounted
+on ``/tmp``, then drops to an unprivileged user (``setpriv``) before the runtime
+starts. Without that privilege, the environment still gets its own directory through
+``TMPDIR`` (honoured by Python's ``tempfile`` and most tools). Either way the
+directory is wiped when the environment shuts down. ``prlimit`` applies Lambda's
+1,024 open files and caps any one file at the EphemeralStorage size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import os
+import pwd
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+LAMBDA_MAX_OPEN_FILES = 1024
+# Runs inside the new mount namespace: paths the environment needs that live under /tmp
+# (code, interpreter, packages) are bound into the private directory first, then the
+# private directory goes on /tmp, and the runtime starts.
+_MOUNT_TMP = (
+    'private=$1; shift; while [ "$1" != -- ]; do mkdir -p "$private${1#/tmp}" && '
+    'mount --bind "$1" "$private${1#/tmp}" || exit 126; shift; done; shift; '
+    'mount --rbind "$private" /tmp || exit 126; exec "$@"'
+)
+
+
+class IsolationMode(enum.StrEnum):
+    NAMESPACE = "namespace"  # private mount namespace with /tmp bind-mounted
+    TMPDIR = "tmpdir"  # no privilege: a private directory through TMPDIR only
+
+
+@dataclass(frozen=True, slots=True)
+class IsolatedLaunch:
+    """How to start one environment's processes isolated."""
+
+    argv_prefix: tuple[str, ...]
+    tmp_directory: Path
+    env: dict[str, str]
+
+
+class Isolation:
+    """Decides, once at start-up, how environments are isolated on this machine."""
+
+    __slots__ = ("_ids", "_keep", "_mode", "_root", "_run_as")
+
+    def __init__(self, tmp_root: Path, run_as_user: str) -> None:
+        self._root = tmp_root
+        self._run_as = run_as_user
+        self._ids: tuple[int, int] | None = None
+        self._mode = IsolationMode.TMPDIR
+        self._keep: list[str] = []  # needed paths under /tmp, re-bound inside the namespace
+
+    @property
+    def mode(self) -> IsolationMode:
+        return self._mode
+
+    @property
+    def user_ids(self) -> tuple[int, int] | None:
+        """(uid, gid) environments run as, or None to keep the node's own."""
+        return self._ids
+
+    async def start(self, needed_paths: list[str]) -> None:
+        """Choose the mode; ``needed_paths`` must be reachable by the unprivileged user."""
+        await asyncio.to_thread(self._root.mkdir, parents=True, exist_ok=True)
+        self._keep = await asyncio.to_thread(_paths_under_tmp, needed_paths)
+        await asyncio.to_thread(os.chmod, self._root, 0o711)
+        if os.geteuid() == 0 and await self._namespaces_work():
+            self._mode = IsolationMode.NAMESPACE
+            if self._run_as:
+                self._ids = await self._usable_ids(needed_paths)
+        log.info(
+            "environment isolation: %s, running as %s",
+            self._mode.value,
+            self._run_as if self._ids else "the node's user",
+        )
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(shutil.rmtree, self._root, True)
+
+    async def _usable_ids(self, needed_paths: list[str]) -> tuple[int, int] | None:
+        try:
+            entry = pwd.getpwnam(self._run_as)
+        except KeyError:
+            log.warning("user %r does not exist: environments run as root", self._run_as)
+            return None
+        ids = (entry.pw_uid, entry.pw_gid)
+        for path in needed_paths:
+            probe = await asyncio.create_subprocess_exec(
+                "setpriv", f"--reuid={ids[0]}", f"--regid={ids[1]}", "--clear-groups", "--",
+                "test", "-r", path, "-a", "-x", path,
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            )  # fmt: skip
+            if await probe.wait() != 0:
+                log.warning(
+                    "environments run as root: %s is not reachable by user %r", path, self._run_as
+                )
+                return None
+        return ids
+
+    async def _namespaces_work(self) -> bool:
+        if not all(shutil.which(tool) for tool in ("unshare", "setpriv", "prlimit")):
+            return False
+        try:
+            probe = await asyncio.create_subprocess_exec(
+                "unshare", "--mount", "--propagation", "private", "--", "true",
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            )  # fmt: skip
+            return await asyncio.wait_for(probe.wait(), 5) == 0
+        except (OSError, TimeoutError):
+            return False
+
+    async def prepare(self, env_id: str, storage_mb: int) -> IsolatedLaunch:
+        """Make the environment's private /tmp and the argv prefix that applies it all."""
+        directory = self._root / env_id
+        await asyncio.to_thread(self._make_directory, directory)
+        limits = [
+            "prlimit",
+            f"--nofile={LAMBDA_MAX_OPEN_FILES}:{LAMBDA_MAX_OPEN_FILES}",
+            f"--fsize={storage_mb * 1024 * 1024}",
+            "--",
+        ]
+        if self._mode is IsolationMode.TMPDIR:
+            has_prlimit = shutil.which("prlimit") is not None
+            return IsolatedLaunch(
+                tuple(limits) if has_prlimit else (), directory, {"TMPDIR": str(directory)}
+            )
+        prefix = ["unshare", "--mount", "--propagation", "private", "--",
+                  "/bin/sh", "-c", _MOUNT_TMP, "faas-isolate", str(directory), *self._keep,
+                  "--"]  # fmt: skip
+        if self._ids is not None:
+            uid, gid = self._ids
+            prefix += ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--"]
+        return IsolatedLaunch(tuple(prefix + limits), directory, {"TMPDIR": "/tmp"})
+
+    def _make_directory(self, directory: Path) -> None:
+        directory.mkdir(mode=0o700, exist_ok=True)
+        if self._ids is not None:
+            os.chown(directory, *self._ids)
+
+    async def release(self, env_id: str) -> None:
+        """Wipe the environment's /tmp."""
+        await asyncio.to_thread(shutil.rmtree, self._root / env_id, True)
+
+
+def _paths_under_tmp(paths: list[str]) -> list[str]:
+    """The directories among (or holding) ``paths`` that a private /tmp would hide."""
+    found = set()
+    for path in paths:
+        real = os.path.realpath(path)
+        if real.startswith("/tmp/") and os.path.exists(real):
+            found.add(real if os.path.isdir(real) else os.path.dirname(real))
+    return sorted(found)
