@@ -128,13 +128,16 @@ class Server:
             [
                 *launcher.paths_needed(),
                 str(data_dir / "code"),
+                str(data_dir / "opt"),
             ]
         )
         self._stop_steps.append(("isolation", isolation.stop))
         runtime_api = RuntimeApiServer()
         await runtime_api.start()
         self._stop_steps.append(("runtime API", runtime_api.stop))
-        pool = PoolManager(config.pool, launcher, runtime_api, catalog.code_directory)
+        pool = PoolManager(
+            config.pool, launcher, runtime_api, catalog.code_directory, layers.opt_directory
+        )
         await pool.start()
         self._stop_steps.append(("pool", pool.stop))
         self.pool = pool

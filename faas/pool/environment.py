@@ -18,7 +18,9 @@ import enum
 import signal
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 import orjson
 
@@ -41,6 +43,9 @@ from faas.sandbox.environment_cgroup import EnvironmentCgroup
 from faas.sandbox.launcher import LaunchedRuntime, Launcher, signal_process_group
 
 _OUTPUT_CHUNK = 64 * 1024
+
+# The merged layer tree of a function (None without layers), built on first use.
+OptDirectory = Callable[[FunctionConfig], Awaitable[Path | None]]
 _EXIT_STATUS_WAIT_S = 2.0
 EXTENSION_SHUTDOWN_S = 2.0
 
@@ -101,7 +106,8 @@ class Environment:
         "init_timings",
         "invocations",
         "last_used",
-        "opt_directories",
+        "opt_directory",
+        "opt_path",
         "shutdown_reason",
         "state",
     )
@@ -112,10 +118,12 @@ class Environment:
         code_directory: str,
         launcher: Launcher,
         runtime_api: RuntimeApiServer,
-        opt_directories: list[str] | None = None,
+        opt_directory: OptDirectory | None = None,
     ) -> None:
         self.config = config
-        self.opt_directories = opt_directories or []
+        # Where the function's layers are merged, presented to it at /opt.
+        self.opt_directory = opt_directory
+        self.opt_path: str | None = None
         self.env_id = uuid.uuid4().hex[:16]
         self._session: RuntimeSession | None = None
         self._cgroup: EnvironmentCgroup | None = None
@@ -171,7 +179,10 @@ class Environment:
         cgroups = self._launcher.cgroups
         self._cgroup = await cgroups.create(self.env_id, cgroups.limits_for(self.config.memory_mb))
         await self._cgroup.set_init_boost(True)
-        extensions = self._launcher.extension_executables(self.opt_directories)
+        if self.opt_directory is not None:
+            merged = await self.opt_directory(self.config)
+            self.opt_path = str(merged) if merged is not None else None
+        extensions = self._launcher.extension_executables([self.opt_path] if self.opt_path else [])
         uses_runtime_api = self._launcher.uses_runtime_api(self.config)
         if uses_runtime_api or extensions:
             self._session = RuntimeSession(self._launcher.max_response_bytes, self._function_info())
@@ -183,14 +194,15 @@ class Environment:
             self._transport = self._session
             self._launched = await self._launcher.launch(
                 self.config, self.code_directory, self.env_id, self._cgroup,
-                runtime_api=self._endpoint,
+                runtime_api=self._endpoint, opt_path=self.opt_path,
             )  # fmt: skip
         else:
             native = NativeTransport(self._write_log)
             self._transport = native
             self._launched = await self._launcher.launch(
-                self.config, self.code_directory, self.env_id, self._cgroup
-            )
+                self.config, self.code_directory, self.env_id, self._cgroup,
+                opt_path=self.opt_path,
+            )  # fmt: skip
             assert self._launched.control is not None
             await native.connect(self._launched.control)
         process = self._launched.process
@@ -210,7 +222,7 @@ class Environment:
         for path in paths:
             assert self._cgroup is not None
             process = await self._launcher.launch_extension(
-                path, self.config, self._endpoint, self.env_id, self._cgroup
+                path, self.config, self._endpoint, self.env_id, self._cgroup, self.opt_path
             )
             self._extension_processes.append(process)
             if process.stdout is not None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from faas.config import PoolConfig
 from faas.errors import ServiceException, TooManyRequestsException
 from faas.models import FunctionConfig
-from faas.pool.environment import Environment
+from faas.pool.environment import Environment, OptDirectory
 from faas.runtime_api.server import RuntimeApiServer
 from faas.sandbox.launcher import Launcher
 
@@ -67,7 +67,7 @@ class PoolManager:
         "_config",
         "_in_flight",
         "_launcher",
-        "_opt_directories",
+        "_opt_directory",
         "_pools",
         "_reaper",
         "_runtime_api",
@@ -80,9 +80,9 @@ class PoolManager:
         launcher: Launcher,
         runtime_api: RuntimeApiServer,
         code_directory: Callable[[FunctionConfig], str],
-        opt_directories: Callable[[FunctionConfig], list[str]] | None = None,
+        opt_directory: OptDirectory | None = None,
     ) -> None:
-        self._opt_directories = opt_directories or (lambda _config: [])
+        self._opt_directory = opt_directory
         self._config = config
         self._launcher = launcher
         self._runtime_api = runtime_api
@@ -166,7 +166,7 @@ class PoolManager:
             self._code_directory(function),
             self._launcher,
             self._runtime_api,
-            self._opt_directories(function),
+            self._opt_directory,
         )
         pool.busy.add(env)
         return Lease(env, is_cold=True)

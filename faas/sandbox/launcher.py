@@ -26,7 +26,7 @@ from faas.errors import InitFailed
 from faas.models import FunctionConfig
 from faas.sandbox.cgroups import CgroupManager
 from faas.sandbox.environment_cgroup import EnvironmentCgroup
-from faas.sandbox.namespaces import Isolation
+from faas.sandbox.namespaces import Isolation, IsolationMode
 from faas.sandbox.runtimes import (
     NATIVE_PYTHON_RUNTIMES,
     NODEJS_RUNTIMES,
@@ -142,9 +142,11 @@ class Launcher:
                     found[name] = path  # a later layer's file of the same name wins
         return [found[name] for name in sorted(found)]
 
-    def extension_environment(self, config: FunctionConfig, runtime_api: str) -> dict[str, str]:
+    def extension_environment(
+        self, config: FunctionConfig, runtime_api: str, opt_path: str | None = None
+    ) -> dict[str, str]:
         """What an extension sees: no handler, no task root, no underscore variables."""
-        env = self.environment_variables(config, "")
+        env = self.environment_variables(config, "", opt_path)
         env["AWS_LAMBDA_RUNTIME_API"] = runtime_api
         for name in [name for name in env if name.startswith("_")]:
             del env[name]
@@ -158,10 +160,11 @@ class Launcher:
         runtime_api: str,
         env_id: str,
         cgroup: EnvironmentCgroup,
+        opt_path: str | None = None,
     ) -> asyncio.subprocess.Process:
         """Start one external extension in its own session, output to the node."""
-        isolated = await self._isolation.prepare(env_id, config.ephemeral_storage_mb)
-        env = self.extension_environment(config, runtime_api)
+        isolated = await self._isolation.prepare(env_id, config.ephemeral_storage_mb, opt_path)
+        env = self.extension_environment(config, runtime_api, opt_path)
         env.update(isolated.env)
         process = await asyncio.create_subprocess_exec(
             *cgroup.wrap([*isolated.argv_prefix, path]),
@@ -179,22 +182,35 @@ class Launcher:
         """Whether ``config`` runs over the HTTP Runtime API rather than native frames."""
         return config.runtime not in NATIVE_PYTHON_RUNTIMES or self._python_over_runtime_api
 
-    def environment_variables(self, config: FunctionConfig, stream_name: str) -> dict[str, str]:
+    def visible_opt(self, opt_path: str | None) -> str:
+        """Where an environment sees its layers: /opt in its own namespace, else the tree."""
+        if opt_path is None or self._isolation.mode is IsolationMode.NAMESPACE:
+            return "/opt"
+        return opt_path
+
+    def environment_variables(
+        self, config: FunctionConfig, stream_name: str, opt_path: str | None = None
+    ) -> dict[str, str]:
         """The process environment of one execution environment."""
+        opt = self.visible_opt(opt_path)
         env = {
-            "PATH": "/usr/local/bin:/usr/bin/:/bin:/opt/bin",
+            "PATH": f"/usr/local/bin:/usr/bin/:/bin:{opt}/bin",
             "LANG": "en_US.UTF-8",
             "TZ": ":UTC",
-            "LD_LIBRARY_PATH": "/lib64:/usr/lib64:/opt/lib",
+            "LD_LIBRARY_PATH": f"/lib64:/usr/lib64:{opt}/lib",
             "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
             # Code directories are precompiled and shared: never write bytecode into them.
             "PYTHONDONTWRITEBYTECODE": "1",
         }
         env.update(config.environment)
+        layer_paths = self._layer_python_paths(config, opt) if opt_path else []
         user_path = config.environment.get("PYTHONPATH")
-        env["PYTHONPATH"] = (
-            f"{user_path}{os.pathsep}{self._python_path}" if user_path else self._python_path
+        env["PYTHONPATH"] = os.pathsep.join(
+            [*([user_path] if user_path else []), *layer_paths, self._python_path]
         )
+        if opt_path and config.runtime in NODEJS_RUNTIMES:
+            major = config.runtime.removeprefix("nodejs").split(".")[0]
+            env["NODE_PATH"] = f"{opt}/nodejs/node{major}/node_modules:{opt}/nodejs/node_modules"
         env.update(
             {
                 "_HANDLER": config.handler,
@@ -216,7 +232,20 @@ class Launcher:
             env["_FAAS_MAX_RESPONSE_BYTES"] = str(self.max_response_bytes)
         return env
 
-    def _argv(self, config: FunctionConfig, code_directory: str) -> list[str]:
+    @staticmethod
+    def _layer_python_paths(config: FunctionConfig, opt: str) -> list[str]:
+        """Lambda's layer paths for Python: the function runtime's and the host's version."""
+        versions = (
+            [config.runtime.removeprefix("python")] if config.runtime.startswith("python") else []
+        )
+        host = f"{sys.version_info.major}.{sys.version_info.minor}"
+        versions += [host] if host not in versions else []
+        return [
+            *(f"{opt}/python/lib/python{version}/site-packages" for version in versions),
+            f"{opt}/python",
+        ]
+
+    def _argv(self, config: FunctionConfig, code_directory: str, opt_path: str | None) -> list[str]:
         if config.runtime in NATIVE_PYTHON_RUNTIMES:
             return [sys.executable, "-S", "-m", "faas_python_runtime"]
         if config.runtime in NODEJS_RUNTIMES:
@@ -227,14 +256,16 @@ class Launcher:
                                   "errorMessage": "Node.js is not installed on this node"}),
                 )  # fmt: skip
             return [self._node, self._nodejs_bootstrap]
-        bootstrap = os.path.join(code_directory, "bootstrap")
-        if not (os.path.isfile(bootstrap) and os.access(bootstrap, os.X_OK)):
-            message = f"Couldn't find valid bootstrap(s): [{bootstrap} /opt/bootstrap]"
-            raise InitFailed(
-                INVALID_ENTRYPOINT,
-                orjson.dumps({"errorType": INVALID_ENTRYPOINT, "errorMessage": message}),
-            )
-        return [bootstrap]
+        candidates = [os.path.join(code_directory, "bootstrap")]
+        candidates.append(os.path.join(opt_path or "/opt", "bootstrap"))
+        for bootstrap in candidates if opt_path else candidates[:1]:
+            if os.path.isfile(bootstrap) and os.access(bootstrap, os.X_OK):
+                return [bootstrap]
+        message = f"Couldn't find valid bootstrap(s): [{' '.join(candidates)}]"
+        raise InitFailed(
+            INVALID_ENTRYPOINT,
+            orjson.dumps({"errorType": INVALID_ENTRYPOINT, "errorMessage": message}),
+        )
 
     async def launch(
         self,
@@ -243,6 +274,7 @@ class Launcher:
         env_id: str,
         cgroup: EnvironmentCgroup,
         runtime_api: str | None = None,
+        opt_path: str | None = None,
     ) -> LaunchedRuntime:
         """Start a runtime for ``config`` with its code in ``code_directory``.
 
@@ -253,11 +285,11 @@ class Launcher:
             InitFailed: the runtime cannot be started (no bootstrap, no Node.js).
         """
         stream_name = log_stream_name(config.version)
-        env = self.environment_variables(config, stream_name)
+        env = self.environment_variables(config, stream_name, opt_path)
         env["LAMBDA_TASK_ROOT"] = code_directory
-        isolated = await self._isolation.prepare(env_id, config.ephemeral_storage_mb)
+        isolated = await self._isolation.prepare(env_id, config.ephemeral_storage_mb, opt_path)
         env.update(isolated.env)
-        argv = cgroup.wrap([*isolated.argv_prefix, *self._argv(config, code_directory)])
+        argv = cgroup.wrap([*isolated.argv_prefix, *self._argv(config, code_directory, opt_path)])
         parent_end: socket.socket | None = None
         child_end: socket.socket | None = None
         if runtime_api is not None:

@@ -27,8 +27,10 @@ LAMBDA_MAX_OPEN_FILES = 1024
 # (code, interpreter, packages) are bound into the private directory first, then the
 # private directory goes on /tmp, and the runtime starts.
 _MOUNT_TMP = (
-    'private=$1; shift; while [ "$1" != -- ]; do mkdir -p "$private${1#/tmp}" && '
+    'private=$1; opt=$2; shift 2; while [ "$1" != -- ]; do mkdir -p "$private${1#/tmp}" && '
     'mount --bind "$1" "$private${1#/tmp}" || exit 126; shift; done; shift; '
+    'if [ "$opt" != - ]; then mount --bind "$opt" /opt && mount -o remount,bind,ro /opt '
+    "|| exit 126; fi; "
     'mount --rbind "$private" /tmp || exit 126; exec "$@"'
 )
 
@@ -118,8 +120,13 @@ class Isolation:
         except (OSError, TimeoutError):
             return False
 
-    async def prepare(self, env_id: str, storage_mb: int) -> IsolatedLaunch:
-        """Make the environment's private /tmp and the argv prefix that applies it all."""
+    async def prepare(
+        self, env_id: str, storage_mb: int, opt_path: str | None = None
+    ) -> IsolatedLaunch:
+        """Make the environment's private /tmp and the argv prefix that applies it all.
+
+        In a namespace, ``opt_path`` (the merged layers) is mounted read-only at /opt.
+        """
         directory = self._root / env_id
         await asyncio.to_thread(self._make_directory, directory)
         limits = [
@@ -134,8 +141,8 @@ class Isolation:
                 tuple(limits) if has_prlimit else (), directory, {"TMPDIR": str(directory)}
             )
         prefix = ["unshare", "--mount", "--propagation", "private", "--",
-                  "/bin/sh", "-c", _MOUNT_TMP, "faas-isolate", str(directory), *self._keep,
-                  "--"]  # fmt: skip
+                  "/bin/sh", "-c", _MOUNT_TMP, "faas-isolate", str(directory), opt_path or "-",
+                  *self._keep, "--"]  # fmt: skip
         if self._ids is not None:
             uid, gid = self._ids
             prefix += ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--"]
