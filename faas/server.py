@@ -125,11 +125,7 @@ class Server:
             python_over_runtime_api=config.pool.python_transport == "runtime-api",
         )
         await isolation.start(
-            [
-                *launcher.paths_needed(),
-                str(data_dir / "code"),
-                str(data_dir / "opt"),
-            ]
+            launcher.paths_needed([str(data_dir / "code"), str(data_dir / "opt")])
         )
         self._stop_steps.append(("isolation", isolation.stop))
         runtime_api = RuntimeApiServer()

@@ -125,9 +125,21 @@ class Launcher:
     def isolation(self) -> Isolation:
         return self._isolation
 
-    def paths_needed(self) -> list[str]:
-        """What an environment's user must be able to read: interpreter, runtime, packages."""
-        return [sys.executable, self._runtime_dir, *self._python_path.split(os.pathsep)]
+    def paths_needed(self, shared: list[str]) -> dict[str, list[str]]:
+        """Per runtime family, what its environments' user must reach (plus ``shared``)."""
+        return {
+            "python": [sys.executable, self._runtime_dir, *self._python_path.split(os.pathsep),
+                       *shared],
+            "nodejs": [*([self._node] if self._node else []), self._nodejs_bootstrap, *shared],
+            "provided": shared,
+        }  # fmt: skip
+
+    @staticmethod
+    def family(config: FunctionConfig) -> str:
+        """The runtime family: python, nodejs or provided."""
+        if config.runtime in NATIVE_PYTHON_RUNTIMES:
+            return "python"
+        return "nodejs" if config.runtime in NODEJS_RUNTIMES else "provided"
 
     def extension_executables(self, opt_directories: list[str]) -> list[str]:
         """External extensions: executables in each layer's ``extensions/``, sorted by name."""
@@ -163,7 +175,9 @@ class Launcher:
         opt_path: str | None = None,
     ) -> asyncio.subprocess.Process:
         """Start one external extension in its own session, output to the node."""
-        isolated = await self._isolation.prepare(env_id, config.ephemeral_storage_mb, opt_path)
+        isolated = await self._isolation.prepare(
+            env_id, config.ephemeral_storage_mb, self.family(config), opt_path
+        )
         env = self.extension_environment(config, runtime_api, opt_path)
         env.update(isolated.env)
         process = await asyncio.create_subprocess_exec(
@@ -287,7 +301,9 @@ class Launcher:
         stream_name = log_stream_name(config.version)
         env = self.environment_variables(config, stream_name, opt_path)
         env["LAMBDA_TASK_ROOT"] = code_directory
-        isolated = await self._isolation.prepare(env_id, config.ephemeral_storage_mb, opt_path)
+        isolated = await self._isolation.prepare(
+            env_id, config.ephemeral_storage_mb, self.family(config), opt_path
+        )
         env.update(isolated.env)
         argv = cgroup.wrap([*isolated.argv_prefix, *self._argv(config, code_directory, opt_path)])
         parent_end: socket.socket | None = None

@@ -57,7 +57,8 @@ class Isolation:
     def __init__(self, tmp_root: Path, run_as_user: str) -> None:
         self._root = tmp_root
         self._run_as = run_as_user
-        self._ids: tuple[int, int] | None = None
+        # (uid, gid) to drop to, per runtime family whose files that user can reach.
+        self._ids: dict[str, tuple[int, int]] = {}
         self._mode = IsolationMode.TMPDIR
         self._keep: list[str] = []  # needed paths under /tmp, re-bound inside the namespace
 
@@ -65,30 +66,35 @@ class Isolation:
     def mode(self) -> IsolationMode:
         return self._mode
 
-    @property
-    def user_ids(self) -> tuple[int, int] | None:
-        """(uid, gid) environments run as, or None to keep the node's own."""
-        return self._ids
+    def user_ids(self, family: str) -> tuple[int, int] | None:
+        """(uid, gid) environments of a runtime family run as; None keeps the node's own."""
+        return self._ids.get(family)
 
-    async def start(self, needed_paths: list[str]) -> None:
-        """Choose the mode; ``needed_paths`` must be reachable by the unprivileged user."""
+    async def start(self, needed_paths: dict[str, list[str]]) -> None:
+        """Choose the mode and, per runtime family, whether its environments drop to the
+        unprivileged user: only if that user can reach every path the family needs."""
+        every_path = [path for paths in needed_paths.values() for path in paths]
         await asyncio.to_thread(self._root.mkdir, parents=True, exist_ok=True)
-        self._keep = await asyncio.to_thread(_paths_under_tmp, needed_paths)
+        self._keep = await asyncio.to_thread(_paths_under_tmp, every_path)
         await asyncio.to_thread(os.chmod, self._root, 0o711)
         if os.geteuid() == 0 and await self._namespaces_work():
             self._mode = IsolationMode.NAMESPACE
             if self._run_as:
-                self._ids = await self._usable_ids(needed_paths)
+                for family, paths in needed_paths.items():
+                    ids = await self._usable_ids(family, paths)
+                    if ids is not None:
+                        self._ids[family] = ids
         log.info(
-            "environment isolation: %s, running as %s",
+            "environment isolation: %s; as user %r: %s",
             self._mode.value,
-            self._run_as if self._ids else "the node's user",
+            self._run_as,
+            ", ".join(sorted(self._ids)) or "no runtime (all run as the node's user)",
         )
 
     async def stop(self) -> None:
         await asyncio.to_thread(shutil.rmtree, self._root, True)
 
-    async def _usable_ids(self, needed_paths: list[str]) -> tuple[int, int] | None:
+    async def _usable_ids(self, family: str, needed_paths: list[str]) -> tuple[int, int] | None:
         try:
             entry = pwd.getpwnam(self._run_as)
         except KeyError:
@@ -103,8 +109,9 @@ class Isolation:
             )  # fmt: skip
             if await probe.wait() != 0:
                 log.warning(
-                    "environments run as root: %s is not reachable by user %r", path, self._run_as
-                )
+                    "%s environments run as the node's user: %s is not reachable by user %r",
+                    family, path, self._run_as,
+                )  # fmt: skip
                 return None
         return ids
 
@@ -121,14 +128,15 @@ class Isolation:
             return False
 
     async def prepare(
-        self, env_id: str, storage_mb: int, opt_path: str | None = None
+        self, env_id: str, storage_mb: int, family: str, opt_path: str | None = None
     ) -> IsolatedLaunch:
         """Make the environment's private /tmp and the argv prefix that applies it all.
 
         In a namespace, ``opt_path`` (the merged layers) is mounted read-only at /opt.
         """
         directory = self._root / env_id
-        await asyncio.to_thread(self._make_directory, directory)
+        ids = self._ids.get(family)
+        await asyncio.to_thread(_make_directory, directory, ids)
         limits = [
             "prlimit",
             f"--nofile={LAMBDA_MAX_OPEN_FILES}:{LAMBDA_MAX_OPEN_FILES}",
@@ -143,15 +151,10 @@ class Isolation:
         prefix = ["unshare", "--mount", "--propagation", "private", "--",
                   "/bin/sh", "-c", _MOUNT_TMP, "faas-isolate", str(directory), opt_path or "-",
                   *self._keep, "--"]  # fmt: skip
-        if self._ids is not None:
-            uid, gid = self._ids
+        if ids is not None:
+            uid, gid = ids
             prefix += ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--"]
         return IsolatedLaunch(tuple(prefix + limits), directory, {"TMPDIR": "/tmp"})
-
-    def _make_directory(self, directory: Path) -> None:
-        directory.mkdir(mode=0o700, exist_ok=True)
-        if self._ids is not None:
-            os.chown(directory, *self._ids)
 
     async def release(self, env_id: str) -> None:
         """Wipe the environment's /tmp."""
@@ -166,3 +169,9 @@ def _paths_under_tmp(paths: list[str]) -> list[str]:
         if real.startswith("/tmp/") and os.path.exists(real):
             found.add(real if os.path.isdir(real) else os.path.dirname(real))
     return sorted(found)
+
+
+def _make_directory(directory: Path, ids: tuple[int, int] | None) -> None:
+    directory.mkdir(mode=0o700, exist_ok=True)
+    if ids is not None:
+        os.chown(directory, *ids)

@@ -12,6 +12,7 @@ from typing import Any
 import psutil
 import pytest
 from faas_support import (
+    ROLE,
     FaasServer,
     ServerFactory,
     create_function,
@@ -160,3 +161,43 @@ def test_tmp_is_private_per_environment_and_bounded(client: Any) -> None:
     assert body["nofile"] == 1024
     assert invoke(client, "tmp-a")[1]["seen"] == "alpha"  # persists across warm invokes
     assert not os.path.exists("/tmp/secret")  # never the host's /tmp
+
+
+ID_BOOTSTRAP = """#!/bin/bash
+API="http://${AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime"
+while true; do
+  HEADERS="$(mktemp)"
+  curl -sS -D "$HEADERS" "$API/invocation/next" > /dev/null
+  ID=$(grep -Fi Lambda-Runtime-Aws-Request-Id "$HEADERS" | tr -d '[:space:]' | cut -d: -f2)
+  curl -sS -X POST "$API/invocation/$ID/response" -d "{\\"uid\\": $(id -u), \\"gid\\": $(id -g)}"
+done
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a root node drops environments to a user")
+def test_environments_run_as_an_unprivileged_user(make_server: ServerFactory) -> None:
+    import io
+    import shutil
+    import tempfile
+    import zipfile
+    from pathlib import Path
+
+    # A data directory the unprivileged user can traverse (pytest's own are 0700).
+    root = Path(tempfile.mkdtemp(prefix="faas-users-", dir="/var/tmp"))
+    try:
+        root.chmod(0o755)
+        server = make_server(data_dir=root / "data")
+        client = lambda_client(server)
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            info = zipfile.ZipInfo("bootstrap")
+            info.external_attr = 0o755 << 16
+            archive.writestr(info, ID_BOOTSTRAP)
+        client.create_function(
+            FunctionName="who", Runtime="provided.al2023", Role=ROLE, Handler="x",
+            Code={"ZipFile": buffer.getvalue()},
+        )  # fmt: skip
+        _, body = invoke(client, "who")
+        assert body == {"uid": 65534, "gid": 65534}  # nobody:nogroup
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
