@@ -32,6 +32,10 @@ class V1Cgroup(KernelCgroup):
         if "pids" in self._dirs:
             cgroupfs.write_text(self._dirs["pids"] / "pids.max", str(self.limits.pids_max))
 
+    @property
+    def peak_memory_file(self) -> str | None:
+        return str(self._dirs["memory"] / "memory.max_usage_in_bytes")
+
     def _write_cpu_quota(self, is_unlimited: bool) -> None:
         quota = "-1" if is_unlimited else str(self.limits.cpu_quota_us)
         cgroupfs.write_text(self._dirs["cpu"] / "cpu.cfs_quota_us", quota)

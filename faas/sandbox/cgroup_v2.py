@@ -63,6 +63,11 @@ class V2Cgroup(KernelCgroup):
         if (self._dir / "pids.max").exists():
             cgroupfs.write_text(self._dir / "pids.max", str(self.limits.pids_max))
 
+    @property
+    def peak_memory_file(self) -> str | None:
+        peak = self._dir / "memory.peak"
+        return str(peak) if peak.exists() else None
+
     def _write_cpu_quota(self, is_unlimited: bool) -> None:
         line = f"max {self.limits.cpu_period_us}" if is_unlimited else self.limits.cpu_max
         cgroupfs.write_text(self._dir / "cpu.max", line)

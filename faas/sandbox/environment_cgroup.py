@@ -139,6 +139,12 @@ class EnvironmentCgroup(abc.ABC):
             PlatformError: the process is gone, or the kernel refused the move.
         """
 
+    @property
+    def peak_memory_file(self) -> str | None:
+        """A file holding the environment's memory high-water mark in bytes, if the kernel
+        keeps one (the native runtime reads it itself, off the node's event loop)."""
+        return None
+
     async def set_init_boost(self, is_boosted: bool) -> None:
         """Lift the CPU quota for the Init phase, or restore the memory-proportional share.
 

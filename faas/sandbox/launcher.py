@@ -315,6 +315,8 @@ class Launcher:
         else:
             parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             env["_FAAS_CONTROL_FD"] = str(child_end.fileno())
+        if config.runtime in NATIVE_PYTHON_RUNTIMES and cgroup.peak_memory_file:
+            env["_FAAS_PEAK_MEMORY_FILE"] = cgroup.peak_memory_file
         try:
             process = await asyncio.create_subprocess_exec(
                 *argv,

@@ -66,7 +66,7 @@ def make_transport(settings: RuntimeSettings) -> Transport:
     from .channel import Channel  # msgpack is needed only here
 
     assert settings.control_fd is not None
-    return Channel.from_fd(settings.control_fd)
+    return Channel.from_fd(settings.control_fd, settings.peak_memory_file)
 
 
 def initialise(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import resource
 import socket
 import threading
@@ -20,8 +21,20 @@ RECEIVE_BYTES = 256 * 1024
 Frame = dict[str, Any]
 
 
-def _max_rss_kb() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def _peak_memory_kb(peak_file: str | None) -> int:
+    """The larger of our own peak RSS and the whole environment's (its cgroup's) peak."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if peak_file is None:
+        return own
+    try:
+        fd = os.open(peak_file, os.O_RDONLY)
+        try:
+            tree = int(os.read(fd, 64)) // 1024
+        finally:
+            os.close(fd)
+    except (OSError, ValueError):
+        return own
+    return max(own, tree)
 
 
 class Channel:
@@ -32,19 +45,20 @@ class Channel:
     `Transport` (transport.py): a received `invoke` frame is the invocation itself.
     """
 
-    __slots__ = ("_packer", "_send_lock", "_sock", "_unpacker")
+    __slots__ = ("_packer", "_peak_file", "_send_lock", "_sock", "_unpacker")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, peak_memory_file: str | None = None) -> None:
         sock.setblocking(True)
+        self._peak_file = peak_memory_file
         self._sock = sock
         self._packer = msgpack.Packer(use_bin_type=True)
         self._unpacker = msgpack.Unpacker(raw=False)
         self._send_lock = threading.Lock()
 
     @classmethod
-    def from_fd(cls, fd: int) -> Channel:
+    def from_fd(cls, fd: int, peak_memory_file: str | None = None) -> Channel:
         """Wrap the inherited, already connected socket file descriptor `fd`."""
-        return cls(socket.socket(fileno=fd))
+        return cls(socket.socket(fileno=fd), peak_memory_file)
 
     def send(self, frame: Frame) -> None:
         """Send one frame.
@@ -104,7 +118,12 @@ class Channel:
     def send_result(self, request_id: str, payload: bytes, is_raw: bool) -> None:
         """Send `result` (frames carry no content type, so `is_raw` changes nothing)."""
         self.send(
-            {"t": "result", "id": request_id, "payload": payload, "max_rss_kb": _max_rss_kb()}
+            {
+                "t": "result",
+                "id": request_id,
+                "payload": payload,
+                "max_rss_kb": _peak_memory_kb(self._peak_file),
+            }
         )
 
     def send_error(self, request_id: str, error: ErrorBody) -> None:
@@ -115,7 +134,7 @@ class Channel:
                 "id": request_id,
                 "payload": json.dumps(error).encode("utf-8"),
                 "error_type": error["errorType"],
-                "max_rss_kb": _max_rss_kb(),
+                "max_rss_kb": _peak_memory_kb(self._peak_file),
             }
         )
 

@@ -13,6 +13,7 @@ PRIVATE_PREFIX = "_FAAS_"
 CONTROL_FD_VAR = "_FAAS_CONTROL_FD"
 TRANSPORT_VAR = "_FAAS_TRANSPORT"
 MAX_RESPONSE_BYTES_VAR = "_FAAS_MAX_RESPONSE_BYTES"
+PEAK_MEMORY_FILE_VAR = "_FAAS_PEAK_MEMORY_FILE"
 HANDLER_VAR = "_HANDLER"
 RUNTIME_API_VAR = "AWS_LAMBDA_RUNTIME_API"
 DEFAULT_MAX_RESPONSE_BYTES = 6291556
@@ -47,6 +48,7 @@ class RuntimeSettings:
     runtime_api_address: str | None  # `host:port`, set for RUNTIME_API only
     handler_name: str
     max_response_bytes: int
+    peak_memory_file: str | None = None  # the environment's cgroup high-water mark, in bytes
 
     @classmethod
     def take_from(cls, environ: MutableMapping[str, str]) -> RuntimeSettings:
@@ -68,6 +70,7 @@ class RuntimeSettings:
             runtime_api_address=None if is_frames else environ[RUNTIME_API_VAR],
             handler_name=environ.get(HANDLER_VAR, ""),
             max_response_bytes=int(environ.get(MAX_RESPONSE_BYTES_VAR, DEFAULT_MAX_RESPONSE_BYTES)),
+            peak_memory_file=environ.get(PEAK_MEMORY_FILE_VAR) or None,
         )
         for name in [name for name in environ if name.startswith(PRIVATE_PREFIX)]:
             del environ[name]
