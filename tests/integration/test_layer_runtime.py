@@ -197,3 +197,24 @@ def test_extension_hears_timeout_as_the_shutdown_reason(client: Any, tmp_path: P
     )  # fmt: skip
     shutdown = next(e for e in _events(tmp_path) if e.get("eventType") == "SHUTDOWN")
     assert shutdown["shutdownReason"] == "timeout"
+
+
+def test_extension_hears_failure_when_the_runtime_crashes(client: Any, tmp_path: Path) -> None:
+    layer = publish(
+        client, "lr-extension-failure",
+        {"extensions/logger": (EXTENSION.format(python=sys.executable), 0o755)},
+    )  # fmt: skip
+    crasher = "import os\ndef handler(e, c):\n    os._exit(2)\n"
+    client.create_function(
+        FunctionName="extension-failure", Runtime="python3.12", Role=ROLE, Handler="app.handler",
+        Code={"ZipFile": zip_files({"app.py": (crasher, 0o644)})},
+        Layers=[layer], Environment={"Variables": {"EXTENSION_LOG_DIR": str(tmp_path)}},
+    )  # fmt: skip
+    _, body = invoke(client, "extension-failure")
+    assert body["errorType"] == "Runtime.ExitError"
+    wait_until(
+        lambda: any(e.get("eventType") == "SHUTDOWN" for e in _events(tmp_path)), 10,
+        what="the SHUTDOWN event",
+    )  # fmt: skip
+    shutdown = next(e for e in _events(tmp_path) if e.get("eventType") == "SHUTDOWN")
+    assert shutdown["shutdownReason"] == "failure"
