@@ -30,7 +30,8 @@ from faas.store.code import CodeStore
 if TYPE_CHECKING:  # faas.layers imports this module at run time
     from faas.layers import LayerCatalog
 
-ChangeListener = Callable[[str], None]
+# Told (function name, version) after a change; version None means every version went.
+ChangeListener = Callable[[str, str | None], None]
 
 
 def lambda_timestamp(epoch_s: float | None = None) -> str:
@@ -175,7 +176,7 @@ class FunctionCatalog:
             await self._registry.delete_function(name)
             del self._functions[name]
         self._locks.pop(name, None)
-        self._notify(name)
+        self._notify(name, None)
 
     async def _check_layers(self, config: FunctionConfig, attached: tuple[str, ...]) -> None:
         if not config.layers:
@@ -187,6 +188,6 @@ class FunctionCatalog:
     def _lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())
 
-    def _notify(self, name: str) -> None:
+    def _notify(self, name: str, version: str | None = LATEST) -> None:
         for listener in self._listeners:
-            listener(name)
+            listener(name, version)

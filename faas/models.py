@@ -155,3 +155,30 @@ class InvocationResult:
     @property
     def is_error(self) -> bool:
         return self.function_error is not None
+
+
+@dataclass(frozen=True, slots=True)
+class AliasConfig:
+    """An alias: a name for one published version, optionally routing a weight elsewhere."""
+
+    function_name: str
+    name: str
+    function_version: str
+    revision_id: str
+    description: str = ""
+    # At most one extra version and the share (0.0-1.0) of invocations it receives.
+    additional_version_weights: Mapping[str, float] = field(default_factory=dict)
+
+    def to_record(self) -> dict[str, Any]:
+        record = asdict(self)
+        record["additional_version_weights"] = dict(self.additional_version_weights)
+        return record
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> AliasConfig:
+        known = {name: record[name] for name in cls.__dataclass_fields__ if name in record}
+        return cls(**known)
+
+    def versions(self) -> set[str]:
+        """Every version this alias routes to."""
+        return {self.function_version, *self.additional_version_weights}

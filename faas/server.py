@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 import logging
 import os
+import random
 import secrets
 from collections.abc import Awaitable, Callable
 
@@ -34,6 +35,7 @@ from faas.sandbox.launcher import Launcher
 from faas.sandbox.namespaces import Isolation
 from faas.store.code import CodeLimits, CodeStore
 from faas.store.sqlite import SqliteStore
+from faas.versions import VersionCatalog
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +109,9 @@ class Server:
         await catalog.start()
         self._stop_steps.append(("catalog", catalog.stop))
         self.catalog = catalog
+        versions = VersionCatalog(store, catalog, random.Random())
+        await versions.start()
+        self._stop_steps.append(("versions", versions.stop))
         await layers.collect_garbage(store)
         await code.collect_garbage(await store.code_hashes_in_use())
         sink = LogSink(data_dir / "logs")
@@ -143,10 +148,14 @@ class Server:
         metrics.add_gauge("faas_concurrent_executions_total", "Busy environments, all functions",
                           lambda: pool.concurrent_executions)  # fmt: skip
         invoker = Invoker(config.pool, pool, sink, metrics)
-        dispatcher = AsyncInvokeDispatcher(config.events, store, catalog, invoker, metrics)
+        dispatcher = AsyncInvokeDispatcher(
+            config.events, store, catalog, versions, invoker, metrics
+        )
         await dispatcher.start()
         self._stop_steps.append(("dispatcher", lambda: dispatcher.stop(self._drain_timeout_s())))
-        app = build_app(Services(config, catalog, invoker, dispatcher, pool, metrics, layers))
+        app = build_app(
+            Services(config, catalog, invoker, dispatcher, pool, metrics, layers, versions)
+        )
         runner = web.AppRunner(
             app,
             handle_signals=False,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from faas.api import functions, invoke, layers, operations
+from faas.api import aliases, functions, invoke, layers, operations
 from faas.api.middleware import lambda_errors
 from faas.api.services import SERVICES, Services
 
@@ -31,6 +31,13 @@ def build_app(services: Services) -> web.Application:
             web.put("/2015-03-31/functions/{name}/configuration", functions.update_configuration),
             web.put("/2015-03-31/functions/{name}/code", functions.update_code),
             web.post("/2015-03-31/functions/{name}/invocations", invoke.invoke),
+            web.post("/2015-03-31/functions/{name}/versions", aliases.publish_version),
+            web.get("/2015-03-31/functions/{name}/versions", aliases.list_versions),
+            web.post("/2015-03-31/functions/{name}/aliases", aliases.create_alias),
+            web.get("/2015-03-31/functions/{name}/aliases", aliases.list_aliases),
+            web.get("/2015-03-31/functions/{name}/aliases/{alias}", aliases.get_alias),
+            web.put("/2015-03-31/functions/{name}/aliases/{alias}", aliases.update_alias),
+            web.delete("/2015-03-31/functions/{name}/aliases/{alias}", aliases.delete_alias),
             web.get("/faas/code/{sha256}.zip", functions.download_code),
             web.get("/2018-10-31/layers", layers.list_layers),
             web.get("/2018-10-31/layers/", layers.list_layers),

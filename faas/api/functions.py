@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -21,6 +22,7 @@ from faas.errors import (
 from faas.models import FunctionConfig
 
 _PAGE_MAX = 50
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -37,18 +39,21 @@ def _ref(request: web.Request, services: Services) -> FunctionRef:
 
 
 def _resolve(services: Services, ref: FunctionRef) -> FunctionConfig:
-    """The configuration a reference names; only `$LATEST` exists until versions land."""
-    config = services.catalog.get(ref.name)
-    if not is_latest(ref.qualifier):
-        raise ResourceNotFoundException(
-            f"Function not found: {services.catalog.function_arn(ref.name, ref.qualifier)}"
-        )
-    return config
+    """The configuration a reference names: `$LATEST`, a version, or an alias's version."""
+    return services.versions.resolve(ref.name, ref.qualifier).config
+
+
+def versioned_configuration(services: Services, config: FunctionConfig) -> dict[str, Any]:
+    """A FunctionConfiguration whose FunctionArn is qualified for a published version."""
+    return _configuration(services, config)
 
 
 def _configuration(services: Services, config: FunctionConfig) -> dict[str, Any]:
+    qualifier = None if is_latest(config.version) else config.version
     return function_configuration(
-        config, services.catalog.function_arn(config.name), services.layers.references(config)
+        config,
+        services.catalog.function_arn(config.name, qualifier),
+        services.layers.references(config),
     )
 
 
@@ -73,6 +78,8 @@ async def create_function(request: web.Request) -> web.Response:
     assert zip_bytes is not None
     config = await services.catalog.create({"name": ref.name, **fields}, zip_bytes)
     _audit(request, "CreateFunction", config.name)
+    if body.get("Publish") is True:
+        config = await services.versions.publish(config.name)
     return _json(_configuration(services, config), status=201)
 
 
@@ -97,24 +104,37 @@ async def get_configuration(request: web.Request) -> web.Response:
 
 async def list_functions(request: web.Request) -> web.Response:
     services = _services(request)
-    max_items_text = request.query.get("MaxItems")
-    max_items = _PAGE_MAX
-    if max_items_text is not None:
-        if not max_items_text.isdigit() or not 1 <= int(max_items_text) <= 10000:
-            raise ValidationException(
-                f"1 validation error detected: Value '{max_items_text}' at 'maxItems' failed to "
-                "satisfy constraint: Member must have value between 1 and 10000"
-            )
-        max_items = min(int(max_items_text), _PAGE_MAX)
+    max_items = function_listing_limit(request)
     marker = request.query.get("Marker") or ""
-    names = [name for name in services.catalog.names() if name > marker]
-    page = names[:max_items]
-    response: dict[str, Any] = {
-        "Functions": [_configuration(services, services.catalog.get(name)) for name in page]
-    }
-    if len(names) > max_items:
-        response["NextMarker"] = page[-1]
+    every_version = request.query.get("FunctionVersion") == "ALL"
+    configs = [
+        config
+        for name in services.catalog.names()
+        for config in (services.versions.versions(name) if every_version else
+                       [services.catalog.get(name)])
+    ]  # fmt: skip
+    response, page = paginate(configs, _listing_key, marker, max_items)
+    response["Functions"] = [_configuration(services, config) for config in page]
     return _json(response)
+
+
+def function_listing_limit(request: web.Request) -> int:
+    """MaxItems (1-10000), served at most 50 per page as Lambda does."""
+    text = request.query.get("MaxItems")
+    if text is None:
+        return _PAGE_MAX
+    if not text.isdigit() or not 1 <= int(text) <= 10000:
+        raise ValidationException(
+            f"1 validation error detected: Value '{text}' at 'maxItems' failed to "
+            "satisfy constraint: Member must have value between 1 and 10000"
+        )
+    return min(int(text), _PAGE_MAX)
+
+
+def _listing_key(config: FunctionConfig) -> str:
+    # Sorts $LATEST first, then versions numerically, within each function name.
+    order = "0" if is_latest(config.version) else f"1{int(config.version):012d}"
+    return f"{config.name}:{order}"
 
 
 async def update_code(request: web.Request) -> web.Response:
@@ -130,6 +150,8 @@ async def update_code(request: web.Request) -> web.Response:
         return _json(_configuration(services, services.catalog.get(ref.name)))
     config = await services.catalog.update_code(ref.name, zip_bytes, revision)
     _audit(request, "UpdateFunctionCode", config.name)
+    if body.get("Publish") is True:
+        config = await services.versions.publish(config.name)
     return _json(_configuration(services, config))
 
 
@@ -156,8 +178,16 @@ async def delete_function(request: web.Request) -> web.Response:
             "$LATEST version cannot be deleted without deleting the function."
         )
     if ref.qualifier is not None:
-        _resolve(services, ref)
+        if not ref.qualifier.isdigit():
+            raise InvalidParameterValueException(
+                "Deletion of aliases is not supported by DeleteFunction; use DeleteAlias."
+            )
+        await services.versions.delete_version(ref.name, ref.qualifier)
+        services.pool.retire(ref.name, ref.qualifier)
+        _audit(request, f"DeleteFunction (version {ref.qualifier})", ref.name)
+        return web.Response(status=204)
     await services.catalog.delete(ref.name)
+    services.versions.forget(ref.name)
     _audit(request, "DeleteFunction", ref.name)
     return web.Response(status=204)
 
@@ -176,6 +206,18 @@ async def download_code(request: web.Request) -> web.StreamResponse:
 def _audit(request: web.Request, operation: str, function_name: str) -> None:
     """Record who changed what: the caller is the access key id of the request's signature."""
     log.info("%s %s by %s", operation, function_name, request[CALLER_KEY])
+
+
+def paginate(
+    items: list[T], key: Callable[[T], str], marker: str, max_items: int
+) -> tuple[dict[str, Any], list[T]]:
+    """One page of ``items`` (in key order) after ``marker``, and NextMarker if more follow."""
+    remaining = [item for item in sorted(items, key=key) if key(item) > marker]
+    page = remaining[:max_items]
+    response: dict[str, Any] = {}
+    if len(remaining) > max_items:
+        response["NextMarker"] = key(page[-1])
+    return response, page
 
 
 def _require_unqualified(ref: FunctionRef) -> None:

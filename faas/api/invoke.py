@@ -12,14 +12,13 @@ from aiohttp import web
 
 from faas.api.body import read_limited
 from faas.api.middleware import REQUEST_ID_KEY
-from faas.api.names import FunctionRef, is_latest, parse_function_name
-from faas.api.services import SERVICES, Services
+from faas.api.names import parse_function_name
+from faas.api.services import SERVICES
 from faas.errors import (
     InvalidRequestContentException,
-    ResourceNotFoundException,
     ValidationException,
 )
-from faas.models import FunctionConfig, InvocationRequest, InvocationType
+from faas.models import InvocationRequest, InvocationType
 from faas.store.base import QueuedEvent
 
 # Wire names of the Invoke operation (lambda-compat.md A.6).
@@ -87,15 +86,6 @@ def _client_context(request: web.Request) -> str | None:
     return text
 
 
-def _resolve(services: Services, ref: FunctionRef) -> FunctionConfig:
-    config = services.catalog.get(ref.name)
-    if not is_latest(ref.qualifier):
-        raise ResourceNotFoundException(
-            f"Function not found: {services.catalog.function_arn(ref.name, ref.qualifier)}"
-        )
-    return config
-
-
 def _check_json(payload: bytes) -> None:
     try:
         orjson.loads(payload)
@@ -111,7 +101,7 @@ async def invoke(request: web.Request) -> web.Response:
     ref = parse_function_name(
         request.match_info["name"], api.region, api.account_id, request.query.get("Qualifier")
     )
-    function = _resolve(services, ref)
+    function = services.versions.resolve(ref.name, ref.qualifier).config
     invocation_type = _invocation_type(request)
     wants_tail = _wants_tail(request)
     client_context = _client_context(request)

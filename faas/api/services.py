@@ -13,6 +13,7 @@ from faas.layers import LayerCatalog
 from faas.observe.metrics import Metrics
 from faas.pool.invoker import Invoker
 from faas.pool.manager import PoolManager
+from faas.versions import VersionCatalog
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +27,7 @@ class Services:
     pool: PoolManager
     metrics: Metrics
     layers: LayerCatalog
+    versions: VersionCatalog
 
 
 SERVICES = web.AppKey("services", Services)

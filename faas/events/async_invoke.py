@@ -19,10 +19,11 @@ import time
 from faas.catalog import FunctionCatalog
 from faas.config import EventsConfig
 from faas.errors import ApiError, ResourceNotFoundException
-from faas.models import InvocationRequest
+from faas.models import LATEST, InvocationRequest
 from faas.observe.metrics import Metrics
 from faas.pool.invoker import Invoker
 from faas.store.base import EventQueue, QueuedEvent
+from faas.versions import VersionCatalog
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class AsyncInvokeDispatcher:
         "_running",
         "_state",
         "_throttle_counts",
+        "_versions",
         "_wake",
     )
 
@@ -57,12 +59,14 @@ class AsyncInvokeDispatcher:
         config: EventsConfig,
         queue: EventQueue,
         catalog: FunctionCatalog,
+        versions: VersionCatalog,
         invoker: Invoker,
         metrics: Metrics,
     ) -> None:
         self._config = config
         self._queue = queue
         self._catalog = catalog
+        self._versions = versions
         self._invoker = invoker
         self._metrics = metrics
         self._wake = asyncio.Event()
@@ -133,8 +137,9 @@ class AsyncInvokeDispatcher:
         if age_s > self._config.max_event_age_s:
             await self._drop(event, "EventAgeExceeded")
             return
+        qualifier = None if event.qualifier == LATEST else event.qualifier
         try:
-            function = self._catalog.get(event.function_name)
+            function = self._versions.resolve(event.function_name, qualifier).config
         except ResourceNotFoundException:
             await self._drop(event, "FunctionDeleted")
             return
@@ -143,7 +148,7 @@ class AsyncInvokeDispatcher:
             request_id=event.request_id,
             function=function,
             payload=event.payload,
-            invoked_arn=self._catalog.function_arn(function.name),
+            invoked_arn=self._catalog.function_arn(function.name, qualifier),
             trace_id=event.trace_id,
             is_event=True,
         )

@@ -202,10 +202,11 @@ class PoolManager:
         env.last_used = time.monotonic()
         pool.idle.append(env)
 
-    def retire(self, function_name: str) -> None:
-        """Retire every environment group of ``function_name`` (its code or config changed)."""
+    def retire(self, function_name: str, version: str | None = None) -> None:
+        """Retire the environments of one version of a function (its code or configuration
+        changed, or it was deleted), or of every version when ``version`` is None."""
         for key, pool in list(self._pools.items()):
-            if key[0] != function_name:
+            if key[0] != function_name or (version is not None and key[1] != version):
                 continue
             pool.is_retired = True
             for env in pool.idle:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from faas.models import FunctionConfig, LayerVersion, LayerVersionState
+from faas.models import AliasConfig, FunctionConfig, LayerVersion, LayerVersionState
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +47,28 @@ class FunctionRegistry(Protocol):
     async def delete_function(self, name: str) -> None:
         """Remove every version of a function."""
         ...
+
+
+class AliasRegistry(Protocol):
+    """Published version numbers and aliases."""
+
+    async def next_version_number(self, function_name: str) -> int:
+        """Allocate the next version number of a function (never reused)."""
+        ...
+
+    async def delete_version(self, function_name: str, version: str) -> None: ...
+
+    async def load_aliases(self) -> list[AliasConfig]: ...
+
+    async def insert_alias(self, alias: AliasConfig) -> None:
+        """Raises ResourceConflictException if the alias exists."""
+        ...
+
+    async def replace_alias(self, alias: AliasConfig, expected_revision: str) -> None:
+        """Raises PreconditionFailedException if the stored revision differs."""
+        ...
+
+    async def delete_alias(self, function_name: str, name: str) -> None: ...
 
 
 class LayerRegistry(Protocol):

@@ -20,7 +20,7 @@ import aiosqlite
 import orjson
 
 from faas.errors import PreconditionFailedException, ResourceConflictException
-from faas.models import FunctionConfig, LayerVersion, LayerVersionState
+from faas.models import AliasConfig, FunctionConfig, LayerVersion, LayerVersionState
 from faas.store.base import QueuedEvent
 
 
@@ -139,7 +139,70 @@ class SqliteStore:
             )
 
     async def delete_function(self, name: str) -> None:
-        await self.conn.execute("DELETE FROM functions WHERE name = ?", (name,))
+        conn = self.conn
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            await conn.execute("DELETE FROM functions WHERE name = ?", (name,))
+            await conn.execute("DELETE FROM aliases WHERE function_name = ?", (name,))
+            await conn.execute("DELETE FROM function_version_counters WHERE name = ?", (name,))
+            await conn.execute("COMMIT")
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+
+    # AliasRegistry
+
+    async def next_version_number(self, function_name: str) -> int:
+        async with self.conn.execute(
+            "INSERT INTO function_version_counters (name, last_version) VALUES (?, 1)"
+            " ON CONFLICT (name) DO UPDATE SET last_version = last_version + 1"
+            " RETURNING last_version",
+            (function_name,),
+        ) as cursor:
+            row = await cursor.fetchone()
+        assert row is not None
+        return int(row[0])
+
+    async def delete_version(self, function_name: str, version: str) -> None:
+        await self.conn.execute(
+            "DELETE FROM functions WHERE name = ? AND version = ?", (function_name, version)
+        )
+
+    async def load_aliases(self) -> list[AliasConfig]:
+        async with self.conn.execute("SELECT config FROM aliases") as cursor:
+            rows = await cursor.fetchall()
+        return [AliasConfig.from_record(orjson.loads(row[0])) for row in rows]
+
+    async def insert_alias(self, alias: AliasConfig) -> None:
+        try:
+            await self.conn.execute(
+                "INSERT INTO aliases (function_name, name, revision_id, config)"
+                " VALUES (?, ?, ?, ?)",
+                (alias.function_name, alias.name, alias.revision_id,
+                 orjson.dumps(alias.to_record())),
+            )  # fmt: skip
+        except sqlite3.IntegrityError as exc:
+            raise ResourceConflictException(
+                f"Alias already exists: {alias.function_name}:{alias.name}"
+            ) from exc
+
+    async def replace_alias(self, alias: AliasConfig, expected_revision: str) -> None:
+        cursor = await self.conn.execute(
+            "UPDATE aliases SET revision_id = ?, config = ?"
+            " WHERE function_name = ? AND name = ? AND revision_id = ?",
+            (alias.revision_id, orjson.dumps(alias.to_record()), alias.function_name, alias.name,
+             expected_revision),
+        )  # fmt: skip
+        if cursor.rowcount != 1:
+            raise PreconditionFailedException(
+                "The Revision Id provided does not match the latest Revision Id. "
+                "Call the GetFunction/GetAlias API to retrieve the latest Revision Id"
+            )
+
+    async def delete_alias(self, function_name: str, name: str) -> None:
+        await self.conn.execute(
+            "DELETE FROM aliases WHERE function_name = ? AND name = ?", (function_name, name)
+        )
 
     async def code_hashes_in_use(self) -> set[str]:
         """Code of every function version and of every layer version not yet purged."""
