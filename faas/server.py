@@ -23,6 +23,7 @@ from faas.api.app import build_app
 from faas.api.services import Services
 from faas.catalog import FunctionCatalog
 from faas.config import Config
+from faas.deployments import DeploymentManager, hook_invoker
 from faas.events.async_invoke import AsyncInvokeDispatcher
 from faas.layers import LayerCatalog
 from faas.observe.logs import LogSink
@@ -153,9 +154,16 @@ class Server:
         )
         await dispatcher.start()
         self._stop_steps.append(("dispatcher", lambda: dispatcher.stop(self._drain_timeout_s())))
+        deployments = DeploymentManager(
+            store, versions, metrics.versions,
+            hook_invoker(invoker.invoke, versions, catalog.function_arn),
+        )  # fmt: skip
+        await deployments.start()
+        self._stop_steps.append(("deployments", deployments.stop))
         app = build_app(
-            Services(config, catalog, invoker, dispatcher, pool, metrics, layers, versions)
-        )
+            Services(config, catalog, invoker, dispatcher, pool, metrics, layers, versions,
+                     deployments)
+        )  # fmt: skip
         runner = web.AppRunner(
             app,
             handle_signals=False,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from faas.api import aliases, functions, invoke, layers, operations
+from faas.api import aliases, deployments, functions, invoke, layers, operations
 from faas.api.middleware import lambda_errors
 from faas.api.services import SERVICES, Services
 
@@ -38,6 +38,10 @@ def build_app(services: Services) -> web.Application:
             web.get("/2015-03-31/functions/{name}/aliases/{alias}", aliases.get_alias),
             web.put("/2015-03-31/functions/{name}/aliases/{alias}", aliases.update_alias),
             web.delete("/2015-03-31/functions/{name}/aliases/{alias}", aliases.delete_alias),
+            web.post("/faas/v1/deployments", deployments.create_deployment),
+            web.get("/faas/v1/deployments", deployments.list_deployments),
+            web.get("/faas/v1/deployments/{id}", deployments.get_deployment),
+            web.post("/faas/v1/deployments/{id}/stop", deployments.stop_deployment),
             web.get("/faas/code/{sha256}.zip", functions.download_code),
             web.get("/2018-10-31/layers", layers.list_layers),
             web.get("/2018-10-31/layers/", layers.list_layers),

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from faas.catalog import FunctionCatalog
 from faas.config import Config
+from faas.deployments import DeploymentManager
 from faas.events.async_invoke import AsyncInvokeDispatcher
 from faas.layers import LayerCatalog
 from faas.observe.metrics import Metrics
@@ -28,6 +29,7 @@ class Services:
     metrics: Metrics
     layers: LayerCatalog
     versions: VersionCatalog
+    deployments: DeploymentManager
 
 
 SERVICES = web.AppKey("services", Services)

@@ -14,6 +14,26 @@ _DURATION_BUCKETS = (
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
+class VersionTally:
+    """Invocations and errors per (function, version), for decisions inside the node
+    (a deployment watching its target version's error rate)."""
+
+    __slots__ = ("_counts",)
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple[str, str], list[int]] = {}
+
+    def record(self, function: str, version: str, is_error: bool) -> None:
+        counts = self._counts.setdefault((function, version), [0, 0])
+        counts[0] += 1
+        counts[1] += is_error
+
+    def read(self, function: str, version: str) -> tuple[int, int]:
+        """(invocations, errors) so far."""
+        invocations, errors = self._counts.get((function, version), (0, 0))
+        return invocations, errors
+
+
 class Metrics:
     """Every metric faas exports, labelled by function (and executed version where it applies)."""
 
@@ -29,10 +49,12 @@ class Metrics:
         "invocations",
         "registry",
         "throttles",
+        "versions",
     )
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self.versions = VersionTally()
         r = self.registry
         self.invocations = Counter(
             "faas_invocations", "Invocations run", ["function", "version"], registry=r

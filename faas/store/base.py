@@ -71,6 +71,17 @@ class AliasRegistry(Protocol):
     async def delete_alias(self, function_name: str, name: str) -> None: ...
 
 
+class DeploymentRegistry(Protocol):
+    """Traffic-shifting deployments, as opaque JSON records."""
+
+    async def save_deployment(
+        self, deployment_id: str, function_name: str, alias: str, state: str,
+        created_at: float, record: bytes,
+    ) -> None: ...  # fmt: skip
+
+    async def load_deployments(self) -> list[bytes]: ...
+
+
 class LayerRegistry(Protocol):
     """Layer versions by (name, version), including deleted and purged ones."""
 

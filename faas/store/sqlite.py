@@ -150,6 +150,24 @@ class SqliteStore:
             await conn.execute("ROLLBACK")
             raise
 
+    # DeploymentRegistry
+
+    async def save_deployment(self, deployment_id: str, function_name: str, alias: str,
+                              state: str, created_at: float, record: bytes) -> None:  # fmt: skip
+        await self.conn.execute(
+            "INSERT INTO deployments (id, function_name, alias, state, created_at, record)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET state = excluded.state,"
+            " record = excluded.record",
+            (deployment_id, function_name, alias, state, created_at, record),
+        )
+
+    async def load_deployments(self) -> list[bytes]:
+        async with self.conn.execute(
+            "SELECT record FROM deployments ORDER BY created_at"
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [bytes(row[0]) for row in rows]
+
     # AliasRegistry
 
     async def next_version_number(self, function_name: str) -> int:
