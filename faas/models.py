@@ -134,6 +134,7 @@ class InvocationRequest:
     client_context: str | None = None  # decoded JSON text
     wants_log_tail: bool = False
     is_event: bool = False
+    alias: str | None = None  # the alias invoked, if any (for metrics)
 
 
 @dataclass(frozen=True, slots=True)

@@ -101,7 +101,8 @@ async def invoke(request: web.Request) -> web.Response:
     ref = parse_function_name(
         request.match_info["name"], api.region, api.account_id, request.query.get("Qualifier")
     )
-    function = services.versions.resolve(ref.name, ref.qualifier).config
+    resolved = services.versions.resolve(ref.name, ref.qualifier)
+    function = resolved.config
     invocation_type = _invocation_type(request)
     wants_tail = _wants_tail(request)
     client_context = _client_context(request)
@@ -135,6 +136,7 @@ async def invoke(request: web.Request) -> web.Response:
             trace_id=trace_id,
             client_context=client_context,
             wants_log_tail=wants_tail,
+            alias=resolved.alias,
         )
     )
     headers = {

@@ -139,7 +139,8 @@ class AsyncInvokeDispatcher:
             return
         qualifier = None if event.qualifier == LATEST else event.qualifier
         try:
-            function = self._versions.resolve(event.function_name, qualifier).config
+            resolved = self._versions.resolve(event.function_name, qualifier)
+            function = resolved.config
         except ResourceNotFoundException:
             await self._drop(event, "FunctionDeleted")
             return
@@ -151,6 +152,7 @@ class AsyncInvokeDispatcher:
             invoked_arn=self._catalog.function_arn(function.name, qualifier),
             trace_id=event.trace_id,
             is_event=True,
+            alias=resolved.alias,
         )
         try:
             result = await self._invoker.invoke(request)

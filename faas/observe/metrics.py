@@ -57,10 +57,11 @@ class Metrics:
         self.versions = VersionTally()
         r = self.registry
         self.invocations = Counter(
-            "faas_invocations", "Invocations run", ["function", "version"], registry=r
+            "faas_invocations", "Invocations run", ["function", "version", "alias"], registry=r
         )
         self.errors = Counter(
-            "faas_errors", "Invocations that ended in a function error", ["function", "version"],
+            "faas_errors", "Invocations that ended in a function error",
+            ["function", "version", "alias"],
             registry=r,
         )  # fmt: skip
         self.throttles = Counter(

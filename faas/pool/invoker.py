@@ -134,10 +134,11 @@ class Invoker:
             )
         )
         self._sink.emit(function.name, log.body())
-        self._metrics.invocations.labels(function.name, function.version).inc()
+        alias = request.alias or ""
+        self._metrics.invocations.labels(function.name, function.version, alias).inc()
         self._metrics.versions.record(function.name, function.version, is_error)
         if is_error:
-            self._metrics.errors.labels(function.name, function.version).inc()
+            self._metrics.errors.labels(function.name, function.version, alias).inc()
         self._metrics.duration.labels(function.name).observe(ending.duration_ms / 1000)
         return InvocationResult(
             request_id=request.request_id,

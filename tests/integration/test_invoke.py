@@ -456,7 +456,7 @@ def test_metrics_count_invocations(server: FaasServer, client: Any) -> None:
         assert response.status == 200
         assert response.headers["Content-Type"].startswith("text/plain")
         text = response.read().decode()
-    labels = frozenset({("function", name), ("version", "$LATEST")})
+    labels = frozenset({("function", name), ("version", "$LATEST"), ("alias", "")})
     assert _metric_samples(text, "faas_invocations_total")[labels] == 3
     assert _metric_samples(text, "faas_errors_total")[labels] == 1
     assert "# TYPE faas_invocations_total counter" in text
