@@ -138,8 +138,9 @@ class Server:
         await runtime_api.start()
         self._stop_steps.append(("runtime API", runtime_api.stop))
         pool = PoolManager(
-            config.pool, launcher, runtime_api, catalog.code_directory, layers.opt_directory
-        )
+            config.pool, launcher, runtime_api, catalog.code_directory, layers.opt_directory,
+            sink.emit,
+        )  # fmt: skip
         await pool.start()
         self._stop_steps.append(("pool", pool.stop))
         self.pool = pool

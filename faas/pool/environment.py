@@ -44,6 +44,7 @@ from faas.sandbox.launcher import LaunchedRuntime, Launcher, signal_process_grou
 
 _OUTPUT_CHUNK = 64 * 1024
 
+StrayOutput = Callable[[str, bytes], None]
 # The merged layer tree of a function (None without layers), built on first use.
 OptDirectory = Callable[[FunctionConfig], Awaitable[Path | None]]
 _EXIT_STATUS_WAIT_S = 2.0
@@ -98,6 +99,7 @@ class Environment:
         "_output_tasks",
         "_runtime_api",
         "_session",
+        "_stray_output",
         "_transport",
         "code_directory",
         "config",
@@ -119,8 +121,12 @@ class Environment:
         launcher: Launcher,
         runtime_api: RuntimeApiServer,
         opt_directory: OptDirectory | None = None,
+        stray_output: StrayOutput | None = None,
     ) -> None:
         self.config = config
+        # Where output goes while no invocation is running (e.g. an extension after the
+        # response): the function's log, outside any invocation.
+        self._stray_output = stray_output
         # Where the function's layers are merged, presented to it at /opt.
         self.opt_directory = opt_directory
         self.opt_path: str | None = None
@@ -162,6 +168,8 @@ class Environment:
     def _write_log(self, data: bytes) -> None:
         if self._log is not None:
             self._log.write(data)
+        elif self._stray_output is not None:
+            self._stray_output(self.config.name, data)
 
     @property
     def has_extensions(self) -> bool:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from faas.config import PoolConfig
 from faas.errors import ServiceException, TooManyRequestsException
 from faas.models import FunctionConfig
-from faas.pool.environment import Environment, OptDirectory
+from faas.pool.environment import Environment, OptDirectory, StrayOutput
 from faas.runtime_api.server import RuntimeApiServer
 from faas.sandbox.launcher import Launcher
 
@@ -72,6 +72,7 @@ class PoolManager:
         "_reaper",
         "_runtime_api",
         "_state",
+        "_stray_output",
     )
 
     def __init__(
@@ -81,8 +82,10 @@ class PoolManager:
         runtime_api: RuntimeApiServer,
         code_directory: Callable[[FunctionConfig], str],
         opt_directory: OptDirectory | None = None,
+        stray_output: StrayOutput | None = None,
     ) -> None:
         self._opt_directory = opt_directory
+        self._stray_output = stray_output
         self._config = config
         self._launcher = launcher
         self._runtime_api = runtime_api
@@ -167,6 +170,7 @@ class PoolManager:
             self._launcher,
             self._runtime_api,
             self._opt_directory,
+            self._stray_output,
         )
         pool.busy.add(env)
         return Lease(env, is_cold=True)

@@ -102,15 +102,26 @@ class Launcher:
         self._isolation = isolation
         self._python_over_runtime_api = python_over_runtime_api
         self._node = node_executable()
-        self._nodejs_bootstrap = str(
-            Path(__file__).resolve().parents[2] / "runtimes" / "nodejs" / "bootstrap.js"
-        )
+        self._nodejs_bootstrap = self._find_nodejs_bootstrap()
         self.max_response_bytes = max_response_bytes
         self._runtime_dir = self._find_runtime_dir()
         # The runtime starts with -S (no site processing: ~40 ms less per cold start), so
         # the host's site-packages (msgpack, and boto3 as on Lambda) go on PYTHONPATH instead.
         site_dirs = [path for path in site.getsitepackages() if os.path.isdir(path)]
         self._python_path = os.pathsep.join([self._runtime_dir, *site_dirs])
+
+    @staticmethod
+    def _find_nodejs_bootstrap() -> str:
+        """runtimes/nodejs/bootstrap.js, installed as the data package faas_nodejs_runtime."""
+        import importlib.util
+
+        spec = importlib.util.find_spec("faas_nodejs_runtime")
+        locations = list(spec.submodule_search_locations or []) if spec else []
+        for location in locations:
+            candidate = Path(location) / "bootstrap.js"
+            if candidate.is_file():
+                return str(candidate)
+        return str(Path(__file__).resolve().parents[2] / "runtimes" / "nodejs" / "bootstrap.js")
 
     @staticmethod
     def _find_runtime_dir() -> str:

@@ -102,9 +102,11 @@ class Isolation:
             return None
         ids = (entry.pw_uid, entry.pw_gid)
         for path in needed_paths:
+            # Readable, and searchable if a directory (a plain file needs no execute bit).
             probe = await asyncio.create_subprocess_exec(
                 "setpriv", f"--reuid={ids[0]}", f"--regid={ids[1]}", "--clear-groups", "--",
-                "test", "-r", path, "-a", "-x", path,
+                "/bin/sh", "-c", 'test -r "$1" && { test ! -d "$1" || test -x "$1"; }',
+                "faas-probe", path,
                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
             )  # fmt: skip
             if await probe.wait() != 0:
