@@ -120,6 +120,12 @@ class VersionCatalog:
                 version = extra
         return Resolved(self.version(name, version), alias.name)
 
+    def describe(self, name: str, qualifier: str | None) -> FunctionConfig:
+        """The configuration a qualifier names for reading: an alias gives its main version."""
+        if qualifier is None or qualifier == LATEST or qualifier.isdigit():
+            return self.version(name, qualifier or LATEST)
+        return self.version(name, self.get_alias(name, qualifier).function_version)
+
     def versions(self, name: str) -> list[FunctionConfig]:
         """`$LATEST` then every published version, in order."""
         published = self._versions.get(name, {})

@@ -39,8 +39,9 @@ def _ref(request: web.Request, services: Services) -> FunctionRef:
 
 
 def _resolve(services: Services, ref: FunctionRef) -> FunctionConfig:
-    """The configuration a reference names: `$LATEST`, a version, or an alias's version."""
-    return services.versions.resolve(ref.name, ref.qualifier).config
+    """The configuration a reference names: `$LATEST`, a version, or an alias's main version
+    (reads never make the weighted draw an invocation makes)."""
+    return services.versions.describe(ref.name, ref.qualifier)
 
 
 def versioned_configuration(services: Services, config: FunctionConfig) -> dict[str, Any]:
@@ -197,9 +198,9 @@ async def download_code(request: web.Request) -> web.StreamResponse:
     services = _services(request)
     sha256 = request.match_info["sha256"]
     for name in services.catalog.names():
-        config = services.catalog.get(name)
-        if config.code_sha256_hex == sha256:
-            return web.FileResponse(services.catalog.zip_path(config))
+        for config in services.versions.versions(name):
+            if config.code_sha256_hex == sha256:
+                return web.FileResponse(services.catalog.zip_path(config))
     raise ResourceNotFoundException("Code not found")
 
 
