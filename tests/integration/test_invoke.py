@@ -138,7 +138,9 @@ UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}
 
 @pytest.fixture(scope="module")
 def server(make_module_server: ServerFactory) -> FaasServer:
-    return make_module_server()
+    # 64 simultaneous cold starts share 2 cores here, so each Init gets a generous limit;
+    # the Init limit itself is tested in test_runtimes.py.
+    return make_module_server(init_timeout_s=60)
 
 
 @pytest.fixture(scope="module")
