@@ -164,12 +164,17 @@ class Isolation:
 
 
 def _paths_under_tmp(paths: list[str]) -> list[str]:
-    """The directories among (or holding) ``paths`` that a private /tmp would hide."""
+    """The directories among (or holding) ``paths`` that a private /tmp would hide.
+
+    Both the path as given and its resolved form count: a virtualenv's ``bin/python`` is a
+    symlink, and the runtime is started by the name that lives under /tmp.
+    """
     found = set()
     for path in paths:
-        real = os.path.realpath(path)
-        if real.startswith("/tmp/") and os.path.exists(real):
-            found.add(real if os.path.isdir(real) else os.path.dirname(real))
+        for candidate in {os.path.abspath(path), os.path.realpath(path)}:
+            if not candidate.startswith("/tmp/") or not os.path.exists(candidate):
+                continue
+            found.add(candidate if os.path.isdir(candidate) else os.path.dirname(candidate))
     return sorted(found)
 
 
