@@ -42,7 +42,15 @@ def _migrations() -> list[tuple[int, str]]:
 class SqliteStore:
     """FunctionRegistry, LayerRegistry and EventQueue over one SQLite file."""
 
-    __slots__ = ("_conn", "_flusher", "_path", "_pending", "_pending_ready", "_state")
+    __slots__ = (
+        "_conn",
+        "_flusher",
+        "_path",
+        "_pending",
+        "_pending_ready",
+        "_state",
+        "_statement_lock",
+    )
 
     def __init__(self, path: Path) -> None:
         self._path = path
@@ -51,6 +59,10 @@ class SqliteStore:
         self._pending: list[tuple[QueuedEvent, asyncio.Future[None]]] = []
         self._pending_ready = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
+        # One connection serves everything: a transaction (BEGIN..COMMIT) or a statement
+        # whose rows are still being read (UPDATE..RETURNING) must not interleave with
+        # another one, or COMMIT fails with "SQL statements in progress".
+        self._statement_lock = asyncio.Lock()
 
     async def start(self) -> None:
         if self._state is not StoreState.NEW:
@@ -99,7 +111,10 @@ class SqliteStore:
     # FunctionRegistry
 
     async def load_functions(self) -> list[FunctionConfig]:
-        async with self.conn.execute("SELECT config FROM functions ORDER BY name") as cursor:
+        async with (
+            self._statement_lock,
+            self.conn.execute("SELECT config FROM functions ORDER BY name") as cursor,
+        ):
             rows = await cursor.fetchall()
         return [FunctionConfig.from_record(orjson.loads(row[0])) for row in rows]
 
@@ -139,6 +154,10 @@ class SqliteStore:
             )
 
     async def delete_function(self, name: str) -> None:
+        async with self._statement_lock:
+            await self._delete_function_locked(name)
+
+    async def _delete_function_locked(self, name: str) -> None:
         conn = self.conn
         await conn.execute("BEGIN IMMEDIATE")
         try:
@@ -162,21 +181,25 @@ class SqliteStore:
         )
 
     async def load_deployments(self) -> list[bytes]:
-        async with self.conn.execute(
-            "SELECT record FROM deployments ORDER BY created_at"
-        ) as cursor:
+        async with (
+            self._statement_lock,
+            self.conn.execute("SELECT record FROM deployments ORDER BY created_at") as cursor,
+        ):
             rows = await cursor.fetchall()
         return [bytes(row[0]) for row in rows]
 
     # AliasRegistry
 
     async def next_version_number(self, function_name: str) -> int:
-        async with self.conn.execute(
-            "INSERT INTO function_version_counters (name, last_version) VALUES (?, 1)"
-            " ON CONFLICT (name) DO UPDATE SET last_version = last_version + 1"
-            " RETURNING last_version",
-            (function_name,),
-        ) as cursor:
+        async with (
+            self._statement_lock,
+            self.conn.execute(
+                "INSERT INTO function_version_counters (name, last_version) VALUES (?, 1)"
+                " ON CONFLICT (name) DO UPDATE SET last_version = last_version + 1"
+                " RETURNING last_version",
+                (function_name,),
+            ) as cursor,
+        ):
             row = await cursor.fetchone()
         assert row is not None
         return int(row[0])
@@ -187,7 +210,8 @@ class SqliteStore:
         )
 
     async def load_aliases(self) -> list[AliasConfig]:
-        async with self.conn.execute("SELECT config FROM aliases") as cursor:
+        query = "SELECT config FROM aliases"
+        async with self._statement_lock, self.conn.execute(query) as cursor:
             rows = await cursor.fetchall()
         return [AliasConfig.from_record(orjson.loads(row[0])) for row in rows]
 
@@ -224,20 +248,24 @@ class SqliteStore:
 
     async def code_hashes_in_use(self) -> set[str]:
         """Code of every function version and of every layer version not yet purged."""
-        async with self.conn.execute(
-            "SELECT code_sha256 FROM functions UNION"
-            " SELECT code_sha256 FROM layer_versions WHERE state != ?",
-            (LayerVersionState.PURGED.value,),
-        ) as cursor:
+        async with (
+            self._statement_lock,
+            self.conn.execute(
+                "SELECT code_sha256 FROM functions UNION"
+                " SELECT code_sha256 FROM layer_versions WHERE state != ?",
+                (LayerVersionState.PURGED.value,),
+            ) as cursor,
+        ):
             rows = await cursor.fetchall()
         return {str(row[0]) for row in rows}
 
     # LayerRegistry
 
     async def load_layer_versions(self) -> list[LayerVersion]:
-        async with self.conn.execute(
-            "SELECT record FROM layer_versions ORDER BY name, version"
-        ) as cursor:
+        async with (
+            self._statement_lock,
+            self.conn.execute("SELECT record FROM layer_versions ORDER BY name, version") as cursor,
+        ):
             rows = await cursor.fetchall()
         return [LayerVersion.from_record(orjson.loads(row[0])) for row in rows]
 
@@ -299,6 +327,10 @@ class SqliteStore:
                     waiter.set_result(None)
 
     async def _insert_events(self, events: list[QueuedEvent]) -> None:
+        async with self._statement_lock:
+            await self._insert_events_locked(events)
+
+    async def _insert_events_locked(self, events: list[QueuedEvent]) -> None:
         conn = self.conn
         await conn.execute("BEGIN IMMEDIATE")
         try:
@@ -325,14 +357,17 @@ class SqliteStore:
             raise
 
     async def lease(self, limit: int, lease_s: float, now: float) -> list[QueuedEvent]:
-        async with self.conn.execute(
-            "UPDATE events SET lease_until = ? WHERE seq IN ("
-            " SELECT seq FROM events WHERE visible_at <= ?"
-            " AND (lease_until IS NULL OR lease_until <= ?) ORDER BY visible_at, seq LIMIT ?)"
-            " RETURNING request_id, function_name, qualifier, payload, enqueued_at, attempts,"
-            " trace_id",
-            (now + lease_s, now, now, limit),
-        ) as cursor:
+        async with (
+            self._statement_lock,
+            self.conn.execute(
+                "UPDATE events SET lease_until = ? WHERE seq IN ("
+                " SELECT seq FROM events WHERE visible_at <= ?"
+                " AND (lease_until IS NULL OR lease_until <= ?) ORDER BY visible_at, seq LIMIT ?)"
+                " RETURNING request_id, function_name, qualifier, payload, enqueued_at, attempts,"
+                " trace_id",
+                (now + lease_s, now, now, limit),
+            ) as cursor,
+        ):
             rows = await cursor.fetchall()
         return [
             QueuedEvent(
@@ -361,6 +396,7 @@ class SqliteStore:
         await self.conn.execute("UPDATE events SET lease_until = NULL")
 
     async def depth(self) -> int:
-        async with self.conn.execute("SELECT COUNT(*) FROM events") as cursor:
+        query = "SELECT COUNT(*) FROM events"
+        async with self._statement_lock, self.conn.execute(query) as cursor:
             row = await cursor.fetchone()
         return int(row[0]) if row else 0

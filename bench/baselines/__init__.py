@@ -1,0 +1,1 @@
+"""The baselines faas is measured against, each a standalone program the benchmark starts."""

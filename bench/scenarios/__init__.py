@@ -1,0 +1,1 @@
+"""The benchmark scenarios, one module each; ``registry`` maps a scenario name to its runner."""
