@@ -321,13 +321,15 @@ def lambda_client(server: FaasServer, max_pool_connections: int = 10, **config: 
     )
 
 
-def make_zip(files: Mapping[str, str | bytes]) -> bytes:
-    """A deployment zip, built in memory, of ``{name: source}``."""
+def make_zip(files: Mapping[str, str | bytes | tuple[str | bytes, int]]) -> bytes:
+    """A deployment zip, built in memory, of ``{name: source}`` or ``{name: (source, mode)}``
+    (a mode such as 0o755 makes an executable ``bootstrap`` or extension)."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, content in files.items():
+        for name, entry in files.items():
+            content, mode = entry if isinstance(entry, tuple) else (entry, 0o644)
             info = zipfile.ZipInfo(name, (2020, 1, 1, 0, 0, 0))
-            info.external_attr = 0o644 << 16
+            info.external_attr = mode << 16
             info.compress_type = zipfile.ZIP_DEFLATED
             archive.writestr(info, content)
     return buffer.getvalue()

@@ -7,17 +7,15 @@ Every case must observe the same behaviour whichever door the handler came throu
 from __future__ import annotations
 
 import base64
-import io
 import json
 import re
 import sys
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from faas_support import ROLE, FaasServer, ServerFactory, lambda_client
+from faas_support import ROLE, FaasServer, ServerFactory, lambda_client, make_zip
 
 HANDLERS = """
 import json
@@ -85,7 +83,7 @@ class Door:
             runtime = "python3.12"
         self.client.create_function(
             FunctionName=name, Runtime=runtime, Role=ROLE, Handler=handler,
-            Code={"ZipFile": _zip(files)}, MemorySize=256, Timeout=members.pop("Timeout", 5),
+            Code={"ZipFile": make_zip(files)}, MemorySize=256, Timeout=members.pop("Timeout", 5),
             **members,
         )  # fmt: skip
 
@@ -93,16 +91,6 @@ class Door:
         payload = json.dumps({} if event is None else event).encode()
         response = self.client.invoke(FunctionName=name, Payload=payload, **members)
         return response, json.loads(response["Payload"].read())
-
-
-def _zip(files: dict[str, tuple[str, int]]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, (content, mode) in files.items():
-            info = zipfile.ZipInfo(name, (2020, 1, 1, 0, 0, 0))
-            info.external_attr = mode << 16
-            archive.writestr(info, content)
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module", params=MODES)

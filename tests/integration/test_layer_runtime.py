@@ -2,31 +2,19 @@
 
 from __future__ import annotations
 
-import io
 import json
 import sys
 import time
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from faas_support import ROLE, FaasServer, ServerFactory, lambda_client, wait_until
-
-
-def zip_files(files: dict[str, tuple[str, int]]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, (content, mode) in files.items():
-            info = zipfile.ZipInfo(name, (2020, 1, 1, 0, 0, 0))
-            info.external_attr = mode << 16
-            archive.writestr(info, content)
-    return buffer.getvalue()
+from faas_support import ROLE, FaasServer, ServerFactory, lambda_client, make_zip, wait_until
 
 
 def publish(client: Any, name: str, files: dict[str, tuple[str, int]]) -> str:
-    response = client.publish_layer_version(LayerName=name, Content={"ZipFile": zip_files(files)})
+    response = client.publish_layer_version(LayerName=name, Content={"ZipFile": make_zip(files)})
     return str(response["LayerVersionArn"])
 
 
@@ -71,7 +59,7 @@ def test_python_modules_and_binaries_from_layers_later_layer_wins(client: Any) -
     })  # fmt: skip
     client.create_function(
         FunctionName="layered", Runtime="python3.12", Role=ROLE, Handler="app.handler",
-        Code={"ZipFile": zip_files({"app.py": (HANDLER, 0o644)})}, Layers=[first, second],
+        Code={"ZipFile": make_zip({"app.py": (HANDLER, 0o644)})}, Layers=[first, second],
     )  # fmt: skip
     response, body = invoke(client, "layered")
     assert response.get("FunctionError") is None, body
@@ -95,7 +83,7 @@ def test_bootstrap_from_a_layer(client: Any) -> None:
     })  # fmt: skip
     client.create_function(
         FunctionName="layer-runtime", Runtime="provided.al2023", Role=ROLE, Handler="x",
-        Code={"ZipFile": zip_files({"README": ("code without a bootstrap", 0o644)})},
+        Code={"ZipFile": make_zip({"README": ("code without a bootstrap", 0o644)})},
         Layers=[runtime_layer],
     )  # fmt: skip
     assert invoke(client, "layer-runtime")[1] == "layer runtime"
@@ -137,7 +125,7 @@ def test_external_extension_gets_invoke_and_shutdown_events(client: Any, tmp_pat
     layer = publish(client, "lr-extension", {"extensions/logger": (extension, 0o755)})
     client.create_function(
         FunctionName="with-extension", Runtime="python3.12", Role=ROLE, Handler="app.handler",
-        Code={"ZipFile": zip_files({"app.py": ("def handler(e, c):\n    return 'ran'\n", 0o644)})},
+        Code={"ZipFile": make_zip({"app.py": ("def handler(e, c):\n    return 'ran'\n", 0o644)})},
         Layers=[layer], Environment={"Variables": {"EXTENSION_LOG_DIR": str(tmp_path)}},
     )  # fmt: skip
     first, body = invoke(client, "with-extension")
@@ -170,7 +158,7 @@ def test_extension_that_never_registers_fails_init(client: Any) -> None:
     layer = publish(client, "lr-silent", {"extensions/silent": ("#!/bin/sh\nsleep 60\n", 0o755)})
     client.create_function(
         FunctionName="silent-extension", Runtime="python3.12", Role=ROLE, Handler="app.handler",
-        Code={"ZipFile": zip_files({"app.py": ("def handler(e, c):\n    return 1\n", 0o644)})},
+        Code={"ZipFile": make_zip({"app.py": ("def handler(e, c):\n    return 1\n", 0o644)})},
         Layers=[layer],
     )  # fmt: skip
     response, body = invoke(client, "silent-extension")
@@ -186,7 +174,7 @@ def test_extension_hears_timeout_as_the_shutdown_reason(client: Any, tmp_path: P
     sleeper = "import time\ndef handler(e, c):\n    time.sleep(5)\n"
     client.create_function(
         FunctionName="extension-timeout", Runtime="python3.12", Role=ROLE, Handler="app.handler",
-        Code={"ZipFile": zip_files({"app.py": (sleeper, 0o644)})}, Timeout=1,
+        Code={"ZipFile": make_zip({"app.py": (sleeper, 0o644)})}, Timeout=1,
         Layers=[layer], Environment={"Variables": {"EXTENSION_LOG_DIR": str(tmp_path)}},
     )  # fmt: skip
     _, body = invoke(client, "extension-timeout")
@@ -207,7 +195,7 @@ def test_extension_hears_failure_when_the_runtime_crashes(client: Any, tmp_path:
     crasher = "import os\ndef handler(e, c):\n    os._exit(2)\n"
     client.create_function(
         FunctionName="extension-failure", Runtime="python3.12", Role=ROLE, Handler="app.handler",
-        Code={"ZipFile": zip_files({"app.py": (crasher, 0o644)})},
+        Code={"ZipFile": make_zip({"app.py": (crasher, 0o644)})},
         Layers=[layer], Environment={"Variables": {"EXTENSION_LOG_DIR": str(tmp_path)}},
     )  # fmt: skip
     _, body = invoke(client, "extension-failure")

@@ -3,34 +3,22 @@
 from __future__ import annotations
 
 import base64
-import io
 import json
 import shutil
-import zipfile
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from faas_support import ROLE, FaasServer, ServerFactory, lambda_client
+from faas_support import ROLE, FaasServer, ServerFactory, lambda_client, make_zip
 
 NODE_MISSING = shutil.which("node") is None
-
-
-def zip_files(files: dict[str, tuple[str | bytes, int]]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, (content, mode) in files.items():
-            info = zipfile.ZipInfo(name, (2020, 1, 1, 0, 0, 0))
-            info.external_attr = mode << 16
-            archive.writestr(info, content)
-    return buffer.getvalue()
 
 
 def deploy(client: Any, name: str, runtime: str, files: dict[str, tuple[str | bytes, int]],
            handler: str = "index.handler", **members: Any) -> None:  # fmt: skip
     client.create_function(
         FunctionName=name, Runtime=runtime, Role=ROLE, Handler=handler,
-        Code={"ZipFile": zip_files(files)}, **members,
+        Code={"ZipFile": make_zip(files)}, **members,
     )  # fmt: skip
 
 
