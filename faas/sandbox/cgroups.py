@@ -23,12 +23,14 @@ Typical use::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import errno
 import logging
 import os
 import re
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,6 +189,9 @@ class CgroupManager:
         layout, reasons = await self._choose_backend()
         self._layout = layout
         self._state = ManagerState.STARTED
+        swept = await asyncio.to_thread(_sweep_stale_nodes, layout.node_dirs.values())
+        if swept:
+            log.info("cgroups: removed %d empty cgroups left by nodes that are gone", swept)
         if layout.kind is CgroupKind.NONE:
             log.warning(
                 "cgroups: none (%s); memory is enforced by an RSS watchdog, CPU and pids are not",
@@ -380,3 +385,43 @@ def _enable_controllers(directory: Path) -> None:
     for controller in ("memory", "cpu", "pids"):
         if controller in available:
             cgroupfs.write_text(directory / "cgroup.subtree_control", f"+{controller}")
+
+
+_NODE_ID = re.compile(r"(\d+)-[0-9a-f]+")
+
+
+def _sweep_stale_nodes(node_dirs: Iterable[Path]) -> int:
+    """Remove the empty cgroups of other nodes under ``faas/`` whose process is gone.
+
+    A node killed with SIGKILL cannot remove its own ``faas/<pid>-<suffix>`` directories;
+    the next node does, as long as no process is left in them. Returns how many it removed.
+    """
+    removed = 0
+    for parent in {directory.parent for directory in node_dirs}:
+        for stale in parent.iterdir() if parent.is_dir() else ():
+            match = _NODE_ID.fullmatch(stale.name)
+            if not match or not stale.is_dir() or _is_alive(int(match.group(1))):
+                continue
+            for directory in [*sorted(stale.rglob("*"), reverse=True), stale]:
+                if directory.is_dir() and _is_empty_cgroup(directory):
+                    with contextlib.suppress(OSError):
+                        directory.rmdir()
+                        removed += 1
+    return removed
+
+
+def _is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _is_empty_cgroup(directory: Path) -> bool:
+    try:
+        return not (directory / "cgroup.procs").read_text().strip()
+    except OSError:
+        return False

@@ -199,5 +199,6 @@ def test_environments_run_as_an_unprivileged_user(make_server: ServerFactory) ->
         )  # fmt: skip
         _, body = invoke(client, "who")
         assert body == {"uid": 65534, "gid": 65534}  # nobody:nogroup
+        server.stop()
     finally:
         shutil.rmtree(root, ignore_errors=True)
