@@ -4,19 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from aiohttp import web
 
-from faas.api.body import read_json_object
-from faas.api.functions import function_listing_limit, paginate, versioned_configuration
+from faas.api.body import json_response, read_json_object
+from faas.api.functions import configuration, function_listing_limit, paginate, version_order
 from faas.api.names import parse_function_name
 from faas.api.services import SERVICES, Services
 from faas.errors import InvalidParameterValueException, ValidationException
 from faas.models import AliasConfig
-
-
-def _json(payload: dict[str, Any], status: int = 200) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(payload), content_type="application/json")
 
 
 def _name(request: web.Request, services: Services) -> str:
@@ -72,7 +67,7 @@ async def publish_version(request: web.Request) -> web.Response:
     config = await services.versions.publish(
         name, body.get("CodeSha256"), _description(body), body.get("RevisionId")
     )
-    return _json(versioned_configuration(services, config), status=201)
+    return json_response(configuration(services, config), status=201)
 
 
 async def list_versions(request: web.Request) -> web.Response:
@@ -81,12 +76,12 @@ async def list_versions(request: web.Request) -> web.Response:
     configs = services.versions.versions(name)
     response, page = paginate(
         configs,
-        lambda c: "0" if c.version == "$LATEST" else f"1{int(c.version):012d}",
+        version_order,
         request.query.get("Marker") or "",
         function_listing_limit(request),
     )
-    response["Versions"] = [versioned_configuration(services, config) for config in page]
-    return _json(response)
+    response["Versions"] = [configuration(services, config) for config in page]
+    return json_response(response)
 
 
 async def create_alias(request: web.Request) -> web.Response:
@@ -99,13 +94,13 @@ async def create_alias(request: web.Request) -> web.Response:
     alias = await services.versions.create_alias(
         name, alias_name, version, _description(body) or "", _weights(body) or {}
     )
-    return _json(alias_configuration(services, alias), status=201)
+    return json_response(alias_configuration(services, alias), status=201)
 
 
 async def get_alias(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     alias = services.versions.get_alias(_name(request, services), request.match_info["alias"])
-    return _json(alias_configuration(services, alias))
+    return json_response(alias_configuration(services, alias))
 
 
 async def update_alias(request: web.Request) -> web.Response:
@@ -124,7 +119,7 @@ async def update_alias(request: web.Request) -> web.Response:
     alias = await services.versions.update_alias(
         name, request.match_info["alias"], changes, body.get("RevisionId")
     )
-    return _json(alias_configuration(services, alias))
+    return json_response(alias_configuration(services, alias))
 
 
 async def delete_alias(request: web.Request) -> web.Response:
@@ -142,4 +137,4 @@ async def list_aliases(request: web.Request) -> web.Response:
         function_listing_limit(request),
     )  # fmt: skip
     response["Aliases"] = [alias_configuration(services, alias) for alias in page]
-    return _json(response)
+    return json_response(response)

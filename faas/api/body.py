@@ -58,3 +58,8 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
             "Could not parse request body into json: expected a JSON object"
         )
     return value
+
+
+def json_response(payload: Any, status: int = 200) -> web.Response:
+    """A JSON body encoded with orjson, as every control-plane answer is sent."""
+    return web.Response(status=status, body=orjson.dumps(payload), content_type="application/json")

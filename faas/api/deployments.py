@@ -12,18 +12,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from aiohttp import web
 
-from faas.api.body import read_json_object
+from faas.api.body import json_response, read_json_object
 from faas.api.names import parse_function_name
 from faas.api.services import SERVICES
 from faas.deployments import Deployment
 from faas.errors import InvalidParameterValueException
-
-
-def _json(payload: Any, status: int = 200) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(payload), content_type="application/json")
 
 
 def shape(deployment: Deployment) -> dict[str, Any]:
@@ -71,20 +66,20 @@ async def create_deployment(request: web.Request) -> web.Response:
         body.get("Preference") or "AllAtOnce", float(threshold), minimum,
         _text(body, "PreTrafficHook", False), _text(body, "PostTrafficHook", False),
     )  # fmt: skip
-    return _json(shape(deployment), status=201)
+    return json_response(shape(deployment), status=201)
 
 
 async def list_deployments(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    return _json({"Deployments": [shape(d) for d in services.deployments.list()]})
+    return json_response({"Deployments": [shape(d) for d in services.deployments.list()]})
 
 
 async def get_deployment(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    return _json(shape(services.deployments.get(request.match_info["id"])))
+    return json_response(shape(services.deployments.get(request.match_info["id"])))
 
 
 async def stop_deployment(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     deployment = await services.deployments.stop_deployment(request.match_info["id"])
-    return _json(shape(deployment))
+    return json_response(shape(deployment))

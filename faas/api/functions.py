@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from faas.api.body import read_json_object
+from faas.api.body import json_response, read_json_object
 from faas.api.middleware import CALLER_KEY
 from faas.api.names import FunctionRef, is_latest, parse_function_name
 from faas.api.services import SERVICES, Services
@@ -44,24 +44,14 @@ def _resolve(services: Services, ref: FunctionRef) -> FunctionConfig:
     return services.versions.describe(ref.name, ref.qualifier)
 
 
-def versioned_configuration(services: Services, config: FunctionConfig) -> dict[str, Any]:
-    """A FunctionConfiguration whose FunctionArn is qualified for a published version."""
-    return _configuration(services, config)
-
-
-def _configuration(services: Services, config: FunctionConfig) -> dict[str, Any]:
+def configuration(services: Services, config: FunctionConfig) -> dict[str, Any]:
+    """A FunctionConfiguration; a published version's FunctionArn carries its number."""
     qualifier = None if is_latest(config.version) else config.version
     return function_configuration(
         config,
         services.catalog.function_arn(config.name, qualifier),
         services.layers.references(config),
     )
-
-
-def _json(payload: dict[str, Any], status: int = 200) -> web.Response:
-    import orjson
-
-    return web.Response(status=status, body=orjson.dumps(payload), content_type="application/json")
 
 
 async def create_function(request: web.Request) -> web.Response:
@@ -81,7 +71,7 @@ async def create_function(request: web.Request) -> web.Response:
     _audit(request, "CreateFunction", config.name)
     if body.get("Publish") is True:
         config = await services.versions.publish(config.name)
-    return _json(_configuration(services, config), status=201)
+    return json_response(configuration(services, config), status=201)
 
 
 async def get_function(request: web.Request) -> web.Response:
@@ -89,18 +79,18 @@ async def get_function(request: web.Request) -> web.Response:
     config = _resolve(services, _ref(request, services))
     location = f"{request.scheme}://{request.host}/faas/code/{config.code_sha256_hex}.zip"
     response: dict[str, Any] = {
-        "Configuration": _configuration(services, config),
+        "Configuration": configuration(services, config),
         "Code": {"RepositoryType": "S3", "Location": location},
     }
     if config.tags:
         response["Tags"] = dict(config.tags)
-    return _json(response)
+    return json_response(response)
 
 
 async def get_configuration(request: web.Request) -> web.Response:
     services = _services(request)
     config = _resolve(services, _ref(request, services))
-    return _json(_configuration(services, config))
+    return json_response(configuration(services, config))
 
 
 async def list_functions(request: web.Request) -> web.Response:
@@ -115,8 +105,8 @@ async def list_functions(request: web.Request) -> web.Response:
                        [services.catalog.get(name)])
     ]  # fmt: skip
     response, page = paginate(configs, _listing_key, marker, max_items)
-    response["Functions"] = [_configuration(services, config) for config in page]
-    return _json(response)
+    response["Functions"] = [configuration(services, config) for config in page]
+    return json_response(response)
 
 
 def function_listing_limit(request: web.Request) -> int:
@@ -132,10 +122,13 @@ def function_listing_limit(request: web.Request) -> int:
     return min(int(text), _PAGE_MAX)
 
 
+def version_order(config: FunctionConfig) -> str:
+    """Sorts `$LATEST` first, then published versions numerically (a paging marker)."""
+    return "0" if is_latest(config.version) else f"1{int(config.version):012d}"
+
+
 def _listing_key(config: FunctionConfig) -> str:
-    # Sorts $LATEST first, then versions numerically, within each function name.
-    order = "0" if is_latest(config.version) else f"1{int(config.version):012d}"
-    return f"{config.name}:{order}"
+    return f"{config.name}:{version_order(config)}"
 
 
 async def update_code(request: web.Request) -> web.Response:
@@ -148,12 +141,12 @@ async def update_code(request: web.Request) -> web.Response:
     assert zip_bytes is not None
     revision = body.get("RevisionId")
     if body.get("DryRun"):
-        return _json(_configuration(services, services.catalog.get(ref.name)))
+        return json_response(configuration(services, services.catalog.get(ref.name)))
     config = await services.catalog.update_code(ref.name, zip_bytes, revision)
     _audit(request, "UpdateFunctionCode", config.name)
     if body.get("Publish") is True:
         config = await services.versions.publish(config.name)
-    return _json(_configuration(services, config))
+    return json_response(configuration(services, config))
 
 
 async def update_configuration(request: web.Request) -> web.Response:
@@ -167,7 +160,7 @@ async def update_configuration(request: web.Request) -> web.Response:
         fields["environment"] = {}
     config = await services.catalog.update_configuration(ref.name, fields, body.get("RevisionId"))
     _audit(request, "UpdateFunctionConfiguration", config.name)
-    return _json(_configuration(services, config))
+    return json_response(configuration(services, config))
 
 
 async def delete_function(request: web.Request) -> web.Response:

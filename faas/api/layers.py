@@ -13,10 +13,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
 from aiohttp import web
 
-from faas.api.body import read_json_object
+from faas.api.body import json_response, read_json_object
 from faas.api.middleware import CALLER_KEY
 from faas.api.services import SERVICES
 from faas.api.validation import decode_zip
@@ -52,10 +51,6 @@ RUNTIMES = (
 
 def _catalog(request: web.Request) -> LayerCatalog:
     return request.app[SERVICES].layers
-
-
-def _json(payload: Mapping[str, Any], status: int = 200) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(payload), content_type="application/json")
 
 
 def _constraint(value: Any, member: str, constraint: str) -> ValidationException:
@@ -216,13 +211,13 @@ async def publish_layer_version(request: web.Request) -> web.Response:
         name, zip_bytes, description, runtimes, architectures, license_info
     )
     _audit(request, "PublishLayerVersion", catalog.version_arn(name, layer.version))
-    return _json(_detail(request, catalog, layer), status=201)
+    return json_response(_detail(request, catalog, layer), status=201)
 
 
 async def get_layer_version(request: web.Request) -> web.Response:
     catalog = _catalog(request)
     layer = catalog.get(_layer_name(request, catalog), _version_number(request))
-    return _json(_detail(request, catalog, layer))
+    return json_response(_detail(request, catalog, layer))
 
 
 async def list_layers(request: web.Request) -> web.Response:
@@ -247,7 +242,7 @@ async def list_layers(request: web.Request) -> web.Response:
     }
     if len(layers) > max_items:
         response["NextMarker"] = page[-1].name
-    return _json(response)
+    return json_response(response)
 
 
 async def _get_layer_version_by_arn(request: web.Request) -> web.Response:
@@ -262,7 +257,7 @@ async def _get_layer_version_by_arn(request: web.Request) -> web.Response:
         raise ResourceNotFoundException(LAYER_NOT_FOUND)
     name, _, version = arn[len(catalog.arn_prefix) :].rpartition(":")
     layer = catalog.get(name, int(version))
-    return _json(_detail(request, catalog, layer))
+    return json_response(_detail(request, catalog, layer))
 
 
 async def list_layer_versions(request: web.Request) -> web.Response:
@@ -280,7 +275,7 @@ async def list_layer_versions(request: web.Request) -> web.Response:
     response: dict[str, Any] = {"LayerVersions": [_list_item(catalog, x) for x in page]}
     if len(versions) > max_items:
         response["NextMarker"] = str(page[-1].version)
-    return _json(response)
+    return json_response(response)
 
 
 async def delete_layer_version(request: web.Request) -> web.Response:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import re
+import sqlite3
 import threading
-import time
 import urllib.request
 from pathlib import Path
 
@@ -47,6 +48,13 @@ def _metric(server: FaasServer, metric: str, function: str) -> float:
     return sum(values)
 
 
+def _queue_depth(server: FaasServer) -> int:
+    """Events still in the node's durable queue, read from its store (read-only)."""
+    uri = f"file:{server.data_dir / 'registry.sqlite3'}?mode=ro"
+    with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=5)) as conn:
+        return int(conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+
 def _attempts(work: Path, event_id: str) -> list[str]:
     path = work / event_id
     return path.read_text().splitlines() if path.exists() else []
@@ -78,7 +86,8 @@ def test_failed_event_is_retried_twice_then_dropped(
     times = [float(line.split()[1]) for line in attempts]
     assert all(later - earlier >= 0.2 for earlier, later in itertools.pairwise(times))
     assert _metric(server, "faas_async_events_received_total", "async-fails") == 1
-    time.sleep(1.5)
+    # Once the event has left the durable queue, nothing can run it again.
+    wait_until(lambda: _queue_depth(server) == 0, 10, what="the dropped event to leave the queue")
     assert len(_attempts(tmp_path, "doomed")) == 3, "a dropped event ran again"
 
 
@@ -92,7 +101,7 @@ def test_successful_event_runs_once(make_server: ServerFactory, tmp_path: Path) 
         FunctionName="async-ok", InvocationType="Event", Payload=b'{"id": "fine"}'
     )
     wait_until(lambda: _attempts(tmp_path, "fine"), 20, what="the event to run")
-    time.sleep(1.5)
+    wait_until(lambda: _queue_depth(server) == 0, 10, what="the event to be acknowledged")
     attempts = _attempts(tmp_path, "fine")
     assert len(attempts) == 1, attempts
     assert attempts[0].split()[0] == response["ResponseMetadata"]["RequestId"]

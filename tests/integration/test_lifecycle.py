@@ -296,7 +296,8 @@ def test_second_sigterm_skips_the_drain(make_server: ServerFactory, tmp_path: Pa
     pid = wait_until(lambda: _started_pids(work).get("stuck"), 15, what="the invoke to start")
     environment = capture_process(pid)
     server.signal(signal.SIGTERM)
-    time.sleep(0.5)
+    wait_until(lambda: "received SIGTERM: stopping" in server.log_tail(80), 10,
+               what="the node to start draining")  # fmt: skip
     assert server.is_running, "the first SIGTERM must wait for the in-flight invoke"
     stop_requested = time.monotonic()
     server.signal(signal.SIGTERM)

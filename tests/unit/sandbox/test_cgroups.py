@@ -18,6 +18,7 @@ from sandbox_support import (
     read_line,
     require_kernel_cgroups,
     unique_node_id,
+    wait_until,
 )
 
 from faas.errors import PlatformError
@@ -264,8 +265,8 @@ async def test_run_as_drops_privileges_after_entering(
         pytest.skip("only root can switch users")
     cgroup = await kernel_manager.create("nobody", kernel_manager.limits_for(128))
     process = await spawn(cgroup, SLEEPER, run_as=RunAs(uid=65534, gid=65534))
-    await asyncio.sleep(0.2)  # let setpriv exec sleep
     sleeper = psutil.Process(process.pid)
+    await wait_until(lambda: sleeper.name() == "sleep", 10)  # setpriv has exec'd sleep
     assert sleeper.uids().effective == sleeper.uids().real == 65534
     assert sleeper.gids().effective == 65534
     assert sleeper.name() == "sleep"
