@@ -41,6 +41,15 @@ class PoolConfig:
     init_timeout_s: float = 10.0
     shutdown_grace_s: float = 2.0
     account_concurrency: int = 1000
+    # The sum of MemorySize over live environments never exceeds this; 0 = 3/4 of host RAM.
+    memory_budget_mb: int = 0
+    # New environments per function: a token bucket of this many, refilled over the window.
+    burst_environments: int = 1000
+    burst_window_s: float = 10.0
+    # Environments in their Init phase at once, node-wide; 0 = 4 per CPU core.
+    max_concurrent_inits: int = 0
+    # How long an invoke waits for an environment (being created, or freed) before a 429.
+    scale_wait_s: float = 10.0
     max_log_bytes_per_invoke: int = 1024 * 1024
     max_response_bytes: int = 6 * 1024 * 1024 + 100
     # "native": python3.x functions use the msgpack frame socket; "runtime-api": the HTTP
@@ -127,6 +136,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("pool", "init_timeout_s", float, "limit on an environment's Init phase", 0.1),
     Setting("pool", "shutdown_grace_s", float, "SIGTERM-to-SIGKILL grace at shutdown", 0),
     Setting("pool", "account_concurrency", int, "concurrent executions for the account", 1),
+    Setting("pool", "memory_budget_mb", int, "MemorySize sum of live environments (0: 3/4 RAM)", 0),
+    Setting("pool", "burst_environments", int, "new environments per function per window", 1),
+    Setting("pool", "burst_window_s", float, "refill window of the burst allowance", 0.001),
+    Setting("pool", "max_concurrent_inits", int, "environments in Init at once (0: 4 per core)", 0),
+    Setting("pool", "scale_wait_s", float, "wait for a free environment before a 429", 0),
     Setting("pool", "max_log_bytes_per_invoke", int, "log bytes kept per invocation", 4096),
     Setting(
         "pool",

@@ -89,6 +89,11 @@ class ResourceConflictException(ApiError):
     error_type = "ResourceConflictException"
 
 
+class ProvisionedConcurrencyConfigNotFoundException(ApiError):
+    status = 404
+    error_type = "ProvisionedConcurrencyConfigNotFoundException"
+
+
 class PreconditionFailedException(ApiError):
     status = 412
     error_type = "PreconditionFailedException"

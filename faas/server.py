@@ -22,6 +22,7 @@ from aiohttp import web
 from faas.api.app import build_app
 from faas.api.services import Services
 from faas.catalog import FunctionCatalog
+from faas.concurrency import ConcurrencyControl
 from faas.config import Config
 from faas.deployments import DeploymentManager, hook_invoker
 from faas.events.async_invoke import AsyncInvokeDispatcher
@@ -30,6 +31,7 @@ from faas.observe.logs import LogSink
 from faas.observe.metrics import Metrics
 from faas.pool.invoker import Invoker
 from faas.pool.manager import PoolManager
+from faas.pool.metrics import ProvisionedCollector
 from faas.runtime_api.server import RuntimeApiServer
 from faas.sandbox.cgroups import CgroupManager
 from faas.sandbox.launcher import Launcher
@@ -155,6 +157,11 @@ class Server:
         )
         await dispatcher.start()
         self._stop_steps.append(("dispatcher", lambda: dispatcher.stop(self._drain_timeout_s())))
+        concurrency = ConcurrencyControl(store, catalog, versions, pool)
+        await concurrency.start()
+        self._stop_steps.append(("concurrency", concurrency.stop))
+        versions.add_alias_listener(concurrency.alias_changed)
+        metrics.add_collector(ProvisionedCollector(pool))
         deployments = DeploymentManager(
             store, versions, metrics.versions,
             hook_invoker(invoker.invoke, versions, catalog.function_arn),
@@ -163,7 +170,7 @@ class Server:
         self._stop_steps.append(("deployments", deployments.stop))
         app = build_app(
             Services(config, catalog, invoker, dispatcher, pool, metrics, layers, versions,
-                     deployments)
+                     deployments, concurrency)
         )  # fmt: skip
         runner = web.AppRunner(
             app,

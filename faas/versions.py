@@ -14,7 +14,7 @@ import dataclasses
 import random
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -62,7 +62,8 @@ def _version_sort_key(version: str) -> int:
 class VersionCatalog:
     """Published versions and aliases of every function."""
 
-    __slots__ = ("_aliases", "_functions", "_locks", "_random", "_registry", "_versions")
+    __slots__ = ("_alias_listeners", "_aliases", "_functions", "_locks", "_random", "_registry",
+                 "_versions")  # fmt: skip
 
     def __init__(
         self, registry: VersionRegistry, functions: FunctionCatalog, rng: random.Random
@@ -73,6 +74,15 @@ class VersionCatalog:
         self._versions: dict[str, dict[str, FunctionConfig]] = {}
         self._aliases: dict[str, dict[str, AliasConfig]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._alias_listeners: list[Callable[[str, str], None]] = []
+
+    def add_alias_listener(self, listener: Callable[[str, str], None]) -> None:
+        """Called with (function, alias) after an alias is created, changed or deleted."""
+        self._alias_listeners.append(listener)
+
+    def _alias_changed(self, name: str, alias: str) -> None:
+        for listener in self._alias_listeners:
+            listener(name, alias)
 
     async def start(self) -> None:
         for config in await self._registry.load_functions():
@@ -236,7 +246,8 @@ class VersionCatalog:
                                  description, dict(weights))  # fmt: skip
             await self._registry.insert_alias(config)
             self._aliases.setdefault(name, {})[alias] = config
-            return config
+        self._alias_changed(name, alias)
+        return config
 
     async def update_alias(self, name: str, alias: str, changes: Mapping[str, Any],
                            revision_id: str | None) -> AliasConfig:  # fmt: skip
@@ -252,7 +263,8 @@ class VersionCatalog:
             self._check_target(name, updated.function_version, updated.additional_version_weights)
             await self._registry.replace_alias(updated, current.revision_id)
             self._aliases[name][alias] = updated
-            return updated
+        self._alias_changed(name, alias)
+        return updated
 
     async def delete_alias(self, name: str, alias: str) -> None:
         """Deleting a missing alias is a no-op, as on Lambda."""
@@ -261,6 +273,7 @@ class VersionCatalog:
             if alias in self._aliases.get(name, {}):
                 await self._registry.delete_alias(name, alias)
                 del self._aliases[name][alias]
+        self._alias_changed(name, alias)
 
     def _check_target(self, name: str, version: str, weights: Mapping[str, float]) -> None:
         _check_version_shape(version, "functionVersion")

@@ -124,7 +124,9 @@ async def update_alias(request: web.Request) -> web.Response:
 
 async def delete_alias(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    await services.versions.delete_alias(_name(request, services), request.match_info["alias"])
+    name, alias = _name(request, services), request.match_info["alias"]
+    await services.versions.delete_alias(name, alias)
+    await services.concurrency.forget_qualifier(name, alias)
     return web.Response(status=204)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from faas.api import aliases, deployments, functions, invoke, layers, operations
+from faas.api import aliases, concurrency, deployments, functions, invoke, layers, operations
 from faas.api.middleware import lambda_errors
 from faas.api.services import SERVICES, Services
 
@@ -19,6 +19,7 @@ def build_app(services: Services) -> web.Application:
         [
             web.get("/healthz", operations.healthz),
             web.get("/metrics", operations.metrics),
+            web.get("/faas/v1/pool", operations.pool_books),
             web.get("/2016-08-19/account-settings", operations.account_settings),
             web.get("/2016-08-19/account-settings/", operations.account_settings),
             web.post("/2015-03-31/functions", functions.create_function),
@@ -38,6 +39,19 @@ def build_app(services: Services) -> web.Application:
             web.get("/2015-03-31/functions/{name}/aliases/{alias}", aliases.get_alias),
             web.put("/2015-03-31/functions/{name}/aliases/{alias}", aliases.update_alias),
             web.delete("/2015-03-31/functions/{name}/aliases/{alias}", aliases.delete_alias),
+            web.put("/2017-10-31/functions/{name}/concurrency", concurrency.put_reserved),
+            web.get("/2019-09-30/functions/{name}/concurrency", concurrency.get_reserved),
+            web.delete("/2017-10-31/functions/{name}/concurrency", concurrency.delete_reserved),
+            web.put(
+                "/2019-09-30/functions/{name}/provisioned-concurrency", concurrency.put_provisioned
+            ),
+            web.get(
+                "/2019-09-30/functions/{name}/provisioned-concurrency", concurrency.get_provisioned
+            ),
+            web.delete(
+                "/2019-09-30/functions/{name}/provisioned-concurrency",
+                concurrency.delete_provisioned,
+            ),
             web.post("/faas/v1/deployments", deployments.create_deployment),
             web.get("/faas/v1/deployments", deployments.list_deployments),
             web.get("/faas/v1/deployments/{id}", deployments.get_deployment),

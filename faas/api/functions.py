@@ -84,6 +84,9 @@ async def get_function(request: web.Request) -> web.Response:
     }
     if config.tags:
         response["Tags"] = dict(config.tags)
+    reserved = services.concurrency.reserved(config.name)
+    if reserved is not None:
+        response["Concurrency"] = {"ReservedConcurrentExecutions": reserved}
     return json_response(response)
 
 
@@ -177,11 +180,13 @@ async def delete_function(request: web.Request) -> web.Response:
                 "Deletion of aliases is not supported by DeleteFunction; use DeleteAlias."
             )
         await services.versions.delete_version(ref.name, ref.qualifier)
+        await services.concurrency.forget_qualifier(ref.name, ref.qualifier)
         services.pool.retire(ref.name, ref.qualifier)
         _audit(request, f"DeleteFunction (version {ref.qualifier})", ref.name)
         return web.Response(status=204)
     await services.catalog.delete(ref.name)
     services.versions.forget(ref.name)
+    services.concurrency.forget_function(ref.name)
     _audit(request, "DeleteFunction", ref.name)
     return web.Response(status=204)
 

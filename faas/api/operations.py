@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from faas.api.body import json_response
 from faas.api.services import SERVICES
 from faas.observe.metrics import CONTENT_TYPE
 
@@ -21,6 +22,11 @@ async def metrics(request: web.Request) -> web.Response:
     return response
 
 
+async def pool_books(request: web.Request) -> web.Response:
+    """The pool's books: every live environment, where it is, and the node's counters."""
+    return json_response(request.app[SERVICES].pool.books())
+
+
 async def account_settings(request: web.Request) -> web.Response:
     """GetAccountSettings: limits from the config, usage from the catalog."""
     services = request.app[SERVICES]
@@ -34,7 +40,7 @@ async def account_settings(request: web.Request) -> web.Response:
                 "CodeSizeUnzipped": services.config.store.max_unzipped_bytes,
                 "CodeSizeZipped": services.config.store.max_zip_bytes,
                 "ConcurrentExecutions": limit,
-                "UnreservedConcurrentExecutions": limit,
+                "UnreservedConcurrentExecutions": services.concurrency.unreserved_limit,
             },
             "AccountUsage": {"TotalCodeSize": total_code, "FunctionCount": len(catalog)},
         }

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from faas.catalog import FunctionCatalog
+from faas.concurrency import ConcurrencyControl
 from faas.config import Config
 from faas.deployments import DeploymentManager
 from faas.events.async_invoke import AsyncInvokeDispatcher
@@ -30,6 +31,7 @@ class Services:
     layers: LayerCatalog
     versions: VersionCatalog
     deployments: DeploymentManager
+    concurrency: ConcurrencyControl
 
 
 SERVICES = web.AppKey("services", Services)

@@ -44,7 +44,7 @@ def _constraint(value: Any, member: str, constraint: str) -> ValidationException
     )
 
 
-def _int(body: Mapping[str, Any], key: str, member: str, low: int, high: int) -> int | None:
+def bounded_int(body: Mapping[str, Any], key: str, member: str, low: int, high: int) -> int | None:
     if key not in body or body[key] is None:
         return None
     value = body[key]
@@ -188,10 +188,10 @@ def configuration_fields(body: Mapping[str, Any], creating: bool) -> dict[str, A
     description = _str(body, "Description", "description", 256)
     if description is not None:
         fields["description"] = description
-    timeout = _int(body, "Timeout", "timeout", 1, 900)
+    timeout = bounded_int(body, "Timeout", "timeout", 1, 900)
     if timeout is not None:
         fields["timeout_s"] = timeout
-    memory = _int(body, "MemorySize", "memorySize", 128, 10240)
+    memory = bounded_int(body, "MemorySize", "memorySize", 128, 10240)
     if memory is not None:
         fields["memory_mb"] = memory
     environment = _environment(body)
@@ -245,7 +245,7 @@ def _optional_settings(body: Mapping[str, Any]) -> dict[str, Any]:
         fields["architectures"] = tuple(architectures)
     storage = _object(body, "EphemeralStorage")
     if storage is not None:
-        size = _int(storage, "Size", "ephemeralStorage.size", 512, 10240)
+        size = bounded_int(storage, "Size", "ephemeralStorage.size", 512, 10240)
         if size is not None:
             fields["ephemeral_storage_mb"] = size
     tracing = _object(body, "TracingConfig")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.registry import Collector
 
 _DURATION_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -47,6 +48,7 @@ class Metrics:
         "errors",
         "init_duration",
         "invocations",
+        "provisioned_spillover",
         "registry",
         "throttles",
         "versions",
@@ -65,8 +67,14 @@ class Metrics:
             registry=r,
         )  # fmt: skip
         self.throttles = Counter(
-            "faas_throttles", "Invocations refused by a concurrency limit", ["function"], registry=r
-        )
+            "faas_throttles", "Invocations refused by a concurrency or scaling limit",
+            ["function", "reason"], registry=r,
+        )  # fmt: skip
+        self.provisioned_spillover = Counter(
+            "faas_provisioned_concurrency_spillover_invocations",
+            "Invocations of a version with provisioned concurrency served on-demand",
+            ["function", "version"], registry=r,
+        )  # fmt: skip
         self.duration = Histogram(
             "faas_duration_seconds", "Handler duration", ["function"],
             buckets=_DURATION_BUCKETS, registry=r,
@@ -99,6 +107,10 @@ class Metrics:
         """A node-wide gauge whose value is read at scrape time."""
         gauge = Gauge(name, help_text, registry=self.registry)
         gauge.set_function(read)
+
+    def add_collector(self, collector: Collector) -> None:
+        """A collector whose metric families are read at scrape time."""
+        self.registry.register(collector)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -106,8 +106,11 @@ class Environment:
         "env_id",
         "init_duration_ms",
         "init_timings",
+        "initialization_type",
         "invocations",
+        "is_provisioned",
         "last_used",
+        "on_exit",
         "opt_directory",
         "opt_path",
         "shutdown_reason",
@@ -150,6 +153,11 @@ class Environment:
         self.init_timings: dict[str, float] = {}
         self.invocations = 0
         self.last_used = time.monotonic()
+        # Provisioned environments run Init before any invoke and never idle out.
+        self.is_provisioned = False
+        self.initialization_type = "on-demand"
+        # Called once when the runtime process exits, whatever the cause.
+        self.on_exit: Callable[[Environment], None] | None = None
 
     @property
     def is_alive(self) -> bool:
@@ -203,13 +211,14 @@ class Environment:
             self._launched = await self._launcher.launch(
                 self.config, self.code_directory, self.env_id, self._cgroup,
                 runtime_api=self._endpoint, opt_path=self.opt_path,
+                initialization_type=self.initialization_type,
             )  # fmt: skip
         else:
             native = NativeTransport(self._write_log)
             self._transport = native
             self._launched = await self._launcher.launch(
                 self.config, self.code_directory, self.env_id, self._cgroup,
-                opt_path=self.opt_path,
+                opt_path=self.opt_path, initialization_type=self.initialization_type,
             )  # fmt: skip
             assert self._launched.control is not None
             await native.connect(self._launched.control)
@@ -479,6 +488,8 @@ class Environment:
             await asyncio.wait(self._output_tasks, timeout=0.5)
         if self._transport is not None:
             self._transport.inbox.close()
+        if self.on_exit is not None:
+            self.on_exit(self)
 
     async def _pump_output(self, stream: asyncio.StreamReader) -> None:
         while chunk := await stream.read(_OUTPUT_CHUNK):

@@ -57,11 +57,13 @@ class Invoker:
         entered = time.perf_counter()
         function = request.function
         try:
-            lease = self._pool.acquire(function)
-        except TooManyRequestsException:
-            self._metrics.throttles.labels(function.name).inc()
+            lease = await self._pool.acquire(function)
+        except TooManyRequestsException as throttle:
+            self._metrics.throttles.labels(function.name, throttle.reason).inc()
             raise
         env = lease.environment
+        if lease.is_spillover:
+            self._metrics.provisioned_spillover.labels(function.name, function.version).inc()
         timings = [("schedule", (time.perf_counter() - entered) * 1000)]
         log = InvocationLog(self._config.max_log_bytes_per_invoke)
         concurrent = self._metrics.concurrent_executions.labels(function.name)
@@ -84,7 +86,7 @@ class Invoker:
         if is_cold:
             self._metrics.cold_starts.labels(function.name).inc()
             try:
-                await env.start(log, max(self._config.init_timeout_s, 0.1), request.request_id)
+                await self._pool.initialize(env, log, request.request_id)
             except InitFailed as failure:
                 log.write_line(start_line(request.request_id, function.version))
                 return _Ending(failure.payload, env.init_duration_ms,

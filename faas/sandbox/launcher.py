@@ -214,7 +214,11 @@ class Launcher:
         return opt_path
 
     def environment_variables(
-        self, config: FunctionConfig, stream_name: str, opt_path: str | None = None
+        self,
+        config: FunctionConfig,
+        stream_name: str,
+        opt_path: str | None = None,
+        initialization_type: str = "on-demand",
     ) -> dict[str, str]:
         """The process environment of one execution environment."""
         opt = self.visible_opt(opt_path)
@@ -244,7 +248,7 @@ class Launcher:
                 "AWS_LAMBDA_FUNCTION_NAME": config.name,
                 "AWS_LAMBDA_FUNCTION_VERSION": config.version,
                 "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(config.memory_mb),
-                "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+                "AWS_LAMBDA_INITIALIZATION_TYPE": initialization_type,
                 "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{config.name}",
                 "AWS_LAMBDA_LOG_STREAM_NAME": stream_name,
                 "LAMBDA_RUNTIME_DIR": self._runtime_dir,
@@ -300,6 +304,7 @@ class Launcher:
         cgroup: EnvironmentCgroup,
         runtime_api: str | None = None,
         opt_path: str | None = None,
+        initialization_type: str = "on-demand",
     ) -> LaunchedRuntime:
         """Start a runtime for ``config`` with its code in ``code_directory``.
 
@@ -310,7 +315,7 @@ class Launcher:
             InitFailed: the runtime cannot be started (no bootstrap, no Node.js).
         """
         stream_name = log_stream_name(config.version)
-        env = self.environment_variables(config, stream_name, opt_path)
+        env = self.environment_variables(config, stream_name, opt_path, initialization_type)
         env["LAMBDA_TASK_ROOT"] = code_directory
         isolated = await self._isolation.prepare(
             env_id, config.ephemeral_storage_mb, self.family(config), opt_path

@@ -71,6 +71,31 @@ class AliasRegistry(Protocol):
     async def delete_alias(self, function_name: str, name: str) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class ProvisionedConfig:
+    """A PutProvisionedConcurrencyConfig as stored: on a version or an alias."""
+
+    function_name: str
+    qualifier: str
+    requested: int
+    last_modified: str
+
+
+class ConcurrencyRegistry(Protocol):
+    """Reserved and provisioned concurrency; both go when their function is deleted."""
+
+    async def load_reserved(self) -> dict[str, int]: ...
+
+    async def save_reserved(self, function_name: str, reserved: int | None) -> None:
+        """Set (or with None remove) a function's reserved concurrency."""
+
+    async def load_provisioned(self) -> list[ProvisionedConfig]: ...
+
+    async def save_provisioned(self, config: ProvisionedConfig) -> None: ...
+
+    async def delete_provisioned(self, function_name: str, qualifier: str) -> None: ...
+
+
 class DeploymentRegistry(Protocol):
     """Traffic-shifting deployments, as opaque JSON records."""
 

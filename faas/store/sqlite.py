@@ -21,7 +21,7 @@ import orjson
 
 from faas.errors import PreconditionFailedException, ResourceConflictException
 from faas.models import AliasConfig, FunctionConfig, LayerVersion, LayerVersionState
-from faas.store.base import QueuedEvent
+from faas.store.base import ProvisionedConfig, QueuedEvent
 
 
 class StoreState(enum.Enum):
@@ -164,6 +164,10 @@ class SqliteStore:
             await conn.execute("DELETE FROM functions WHERE name = ?", (name,))
             await conn.execute("DELETE FROM aliases WHERE function_name = ?", (name,))
             await conn.execute("DELETE FROM function_version_counters WHERE name = ?", (name,))
+            await conn.execute("DELETE FROM function_concurrency WHERE function_name = ?", (name,))
+            await conn.execute(
+                "DELETE FROM provisioned_concurrency WHERE function_name = ?", (name,)
+            )
             await conn.execute("COMMIT")
         except BaseException:
             await conn.execute("ROLLBACK")
@@ -187,6 +191,53 @@ class SqliteStore:
         ):
             rows = await cursor.fetchall()
         return [bytes(row[0]) for row in rows]
+
+    # ConcurrencyRegistry
+
+    async def load_reserved(self) -> dict[str, int]:
+        async with (
+            self._statement_lock,
+            self.conn.execute("SELECT function_name, reserved FROM function_concurrency") as cur,
+        ):
+            rows = await cur.fetchall()
+        return {str(row[0]): int(row[1]) for row in rows}
+
+    async def save_reserved(self, function_name: str, reserved: int | None) -> None:
+        if reserved is None:
+            await self.conn.execute(
+                "DELETE FROM function_concurrency WHERE function_name = ?", (function_name,)
+            )
+            return
+        await self.conn.execute(
+            "INSERT INTO function_concurrency (function_name, reserved) VALUES (?, ?)"
+            " ON CONFLICT (function_name) DO UPDATE SET reserved = excluded.reserved",
+            (function_name, reserved),
+        )
+
+    async def load_provisioned(self) -> list[ProvisionedConfig]:
+        async with (
+            self._statement_lock,
+            self.conn.execute(
+                "SELECT function_name, qualifier, requested, last_modified"
+                " FROM provisioned_concurrency"
+            ) as cursor,
+        ):
+            rows = await cursor.fetchall()
+        return [ProvisionedConfig(str(r[0]), str(r[1]), int(r[2]), str(r[3])) for r in rows]
+
+    async def save_provisioned(self, config: ProvisionedConfig) -> None:
+        await self.conn.execute(
+            "INSERT INTO provisioned_concurrency (function_name, qualifier, requested,"
+            " last_modified) VALUES (?, ?, ?, ?) ON CONFLICT (function_name, qualifier)"
+            " DO UPDATE SET requested = excluded.requested, last_modified = excluded.last_modified",
+            (config.function_name, config.qualifier, config.requested, config.last_modified),
+        )
+
+    async def delete_provisioned(self, function_name: str, qualifier: str) -> None:
+        await self.conn.execute(
+            "DELETE FROM provisioned_concurrency WHERE function_name = ? AND qualifier = ?",
+            (function_name, qualifier),
+        )
 
     # AliasRegistry
 
