@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -67,6 +68,18 @@ class SignalQueue:
         return await self._queue.get()
 
 
+def settle_garbage_collector() -> None:
+    """Move everything start-up made out of the collector's sight and collect less often.
+
+    The objects alive once serving (modules, the app, the catalog) live until the end;
+    with them frozen and a larger young generation, the cyclic collector no longer
+    walks them every few hundred allocations of the invoke path.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+
+
 async def serve(config: Config, deploy_dirs: list[Path]) -> None:
     """Run one node until SIGTERM/SIGINT; a second signal skips the drain."""
     signals = SignalQueue()
@@ -77,6 +90,7 @@ async def serve(config: Config, deploy_dirs: list[Path]) -> None:
     for directory in deploy_dirs:
         names = await deploy_directory(server.catalog, directory)
         log.info("deployed from %s: %s", directory, ", ".join(names) or "nothing")
+    settle_garbage_collector()
     print(f"faas listening on {server.url}", flush=True)
     received = await signals.next()
     log.info("received %s: stopping (a second signal skips the drain)", received.name)

@@ -17,6 +17,8 @@ def build_app(services: Services) -> web.Application:
     app[SERVICES] = services
     app.router.add_routes(
         [
+            # Invoke first: the router tries routes in order, and this is the hot one.
+            web.post("/2015-03-31/functions/{name}/invocations", invoke.invoke),
             web.get("/healthz", operations.healthz),
             web.get("/metrics", operations.metrics),
             web.get("/faas/v1/pool", operations.pool_books),
@@ -31,7 +33,6 @@ def build_app(services: Services) -> web.Application:
             web.get("/2015-03-31/functions/{name}/configuration", functions.get_configuration),
             web.put("/2015-03-31/functions/{name}/configuration", functions.update_configuration),
             web.put("/2015-03-31/functions/{name}/code", functions.update_code),
-            web.post("/2015-03-31/functions/{name}/invocations", invoke.invoke),
             web.post("/2015-03-31/functions/{name}/versions", aliases.publish_version),
             web.get("/2015-03-31/functions/{name}/versions", aliases.list_versions),
             web.post("/2015-03-31/functions/{name}/aliases", aliases.create_alias),

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from faas.api.body import json_response, read_json_object
-from faas.api.middleware import CALLER_KEY
+from faas.api.middleware import caller_of
 from faas.api.names import FunctionRef, is_latest, parse_function_name
 from faas.api.services import SERVICES, Services
 from faas.api.shapes import function_configuration
@@ -204,7 +204,7 @@ async def download_code(request: web.Request) -> web.StreamResponse:
 
 def _audit(request: web.Request, operation: str, function_name: str) -> None:
     """Record who changed what: the caller is the access key id of the request's signature."""
-    log.info("%s %s by %s", operation, function_name, request[CALLER_KEY])
+    log.info("%s %s by %s", operation, function_name, caller_of(request))
 
 
 def paginate(

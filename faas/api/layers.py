@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from faas.api.body import json_response, read_json_object
-from faas.api.middleware import CALLER_KEY
+from faas.api.middleware import caller_of
 from faas.api.services import SERVICES
 from faas.api.validation import decode_zip
 from faas.errors import ResourceNotFoundException, ValidationException
@@ -301,4 +301,4 @@ async def download_layer_code(request: web.Request) -> web.StreamResponse:
 
 def _audit(request: web.Request, operation: str, arn: str) -> None:
     """Record who changed what: the caller is the access key id of the request's signature."""
-    log.info("%s %s by %s", operation, arn, request[CALLER_KEY])
+    log.info("%s %s by %s", operation, arn, caller_of(request))

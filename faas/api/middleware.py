@@ -21,8 +21,13 @@ from faas.logs import request_id_var
 log = logging.getLogger(__name__)
 
 REQUEST_ID_KEY = "faas.request_id"
-CALLER_KEY = "faas.caller"
 _CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/")
+
+
+def caller_of(request: web.Request) -> str:
+    """Who made the request: the access key id of its signature (for audit lines)."""
+    credential = _CREDENTIAL.search(request.headers.get("Authorization", ""))
+    return credential.group(1) if credential else "anonymous"
 
 
 def error_response(error: ApiError, request_id: str) -> web.Response:
@@ -50,8 +55,6 @@ async def lambda_errors(request: web.Request, handler: Handler) -> web.StreamRes
     """Give every response a request id; turn every failure into Lambda's error shape."""
     request_id = str(uuid.uuid4())
     request[REQUEST_ID_KEY] = request_id
-    credential = _CREDENTIAL.search(request.headers.get("Authorization", ""))
-    request[CALLER_KEY] = credential.group(1) if credential else "anonymous"
     token = request_id_var.set(request_id)
     try:
         response = await handler(request)

@@ -6,6 +6,8 @@ import math
 import time
 from dataclasses import dataclass
 
+from prometheus_client import Counter, Gauge, Histogram
+
 from faas.config import PoolConfig
 from faas.errors import (
     FUNCTION_ERROR_UNHANDLED,
@@ -34,10 +36,20 @@ class _Ending:
     is_function_error: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class _Meters:
+    """The metric children one (function, version, alias) updates on every invocation."""
+
+    invocations: Counter
+    errors: Counter
+    duration: Histogram
+    concurrent: Gauge
+
+
 class Invoker:
     """The one way an invocation runs, for sync invokes and the event dispatcher alike."""
 
-    __slots__ = ("_config", "_metrics", "_pool", "_sink")
+    __slots__ = ("_config", "_meters", "_metrics", "_pool", "_sink")
 
     def __init__(
         self, config: PoolConfig, pool: PoolManager, sink: LogSink, metrics: Metrics
@@ -46,6 +58,23 @@ class Invoker:
         self._pool = pool
         self._sink = sink
         self._metrics = metrics
+        # Labelled metric children per (function, version, alias): a labels() lookup
+        # costs more than the increment itself.
+        self._meters: dict[tuple[str, str, str], _Meters] = {}
+
+    def _meters_for(self, request: InvocationRequest) -> _Meters:
+        function = request.function
+        key = (function.name, function.version, request.alias or "")
+        meters = self._meters.get(key)
+        if meters is None:
+            metrics = self._metrics
+            meters = self._meters[key] = _Meters(
+                metrics.invocations.labels(*key),
+                metrics.errors.labels(*key),
+                metrics.duration.labels(function.name),
+                metrics.concurrent_executions.labels(function.name),
+            )
+        return meters
 
     async def invoke(self, request: InvocationRequest) -> InvocationResult:
         """Run ``request`` and return its result; function failures are results, not raises.
@@ -66,16 +95,16 @@ class Invoker:
             self._metrics.provisioned_spillover.labels(function.name, function.version).inc()
         timings = [("schedule", (time.perf_counter() - entered) * 1000)]
         log = InvocationLog(self._config.max_log_bytes_per_invoke)
-        concurrent = self._metrics.concurrent_executions.labels(function.name)
-        concurrent.inc()
+        meters = self._meters_for(request)
+        meters.concurrent.inc()
         try:
             ending = await self._run(request, env, log, lease.is_cold)
             if lease.is_cold:
                 timings.extend(env.init_timings.items())
             timings.append(("invoke", ending.duration_ms))
-            return self._finish(request, log, ending, tuple(timings))
+            return self._finish(request, log, ending, tuple(timings), meters)
         finally:
-            concurrent.dec()
+            meters.concurrent.dec()
             self._pool.release(env)
 
     async def _run(
@@ -119,6 +148,7 @@ class Invoker:
         log: InvocationLog,
         ending: _Ending,
         timings: tuple[tuple[str, float], ...],
+        meters: _Meters,
     ) -> InvocationResult:
         function = request.function
         is_error = ending.status is not None or ending.is_function_error
@@ -136,12 +166,11 @@ class Invoker:
             )
         )
         self._sink.emit(function.name, log.body())
-        alias = request.alias or ""
-        self._metrics.invocations.labels(function.name, function.version, alias).inc()
+        meters.invocations.inc()
         self._metrics.versions.record(function.name, function.version, is_error)
         if is_error:
-            self._metrics.errors.labels(function.name, function.version, alias).inc()
-        self._metrics.duration.labels(function.name).observe(ending.duration_ms / 1000)
+            meters.errors.inc()
+        meters.duration.observe(ending.duration_ms / 1000)
         return InvocationResult(
             request_id=request.request_id,
             payload=ending.payload,

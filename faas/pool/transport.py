@@ -49,17 +49,26 @@ class FrameInbox:
     async def get(self, timeout_s: float) -> Frame | None:
         """The next frame; ``{}`` once closed and drained; None when ``timeout_s`` passes."""
         if not self._frames and not self._closed:
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            waiter: asyncio.Future[None] = loop.create_future()
             self._waiter = waiter
+            # A timer that ends the wait, rather than wait_for's extra future and callbacks.
+            timer = loop.call_later(timeout_s, _expire, waiter)
             try:
-                await asyncio.wait_for(waiter, timeout_s)
-            except TimeoutError:
-                return None
+                await waiter
             finally:
+                timer.cancel()
                 self._waiter = None
+            if not self._frames and not self._closed:
+                return None
         if self._frames:
             return self._frames.popleft()
         return {}
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class RuntimeTransport(Protocol):
