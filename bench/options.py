@@ -40,6 +40,8 @@ class Options:
     cpu_memory_mb: tuple[int, ...] = (885, 1769, 3538)  # cpu-share: MemorySize values
     cpu_seconds: float = 1.0  # cpu-share: wall time of each CPU-bound invoke
     cpu_repeats: int = 3  # cpu-share: measured invokes per MemorySize
+    trace_minutes: float = 120.0  # keepalive: trace length, in trace minutes
+    trace_minute_s: float = 0.25  # keepalive: wall seconds per trace minute (histogram bin)
     client: str = "raw"  # the load client: "raw" (bench/rawhttp.py) or "aiohttp"
     with_baselines: bool = True
     pin: bool = True
@@ -84,5 +86,7 @@ TINY = Options(
     cpu_memory_mb=(885, 1769, 3538),
     cpu_seconds=0.2,
     cpu_repeats=1,
+    trace_minutes=30.0,
+    trace_minute_s=0.1,
     strict=True,
 )

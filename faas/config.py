@@ -48,6 +48,11 @@ class PoolConfig:
     burst_window_s: float = 10.0
     # Environments in their Init phase at once, node-wide; 0 = 4 per CPU core.
     max_concurrent_inits: int = 0
+    # "fixed": idle environments stay idle_timeout_s; "adaptive": the hybrid histogram
+    # policy learns each version's idle times, releases at once and pre-warms in time.
+    keep_alive_policy: str = "fixed"
+    keep_alive_bin_s: float = 60.0
+    keep_alive_bins: int = 240
     # How long an invoke waits for an environment (being created, or freed) before a 429.
     scale_wait_s: float = 10.0
     max_log_bytes_per_invoke: int = 1024 * 1024
@@ -140,6 +145,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("pool", "burst_environments", int, "new environments per function per window", 1),
     Setting("pool", "burst_window_s", float, "refill window of the burst allowance", 0.001),
     Setting("pool", "max_concurrent_inits", int, "environments in Init at once (0: 4 per core)", 0),
+    Setting(
+        "pool",
+        "keep_alive_policy",
+        str,
+        "idle environments: fixed or adaptive keep-alive",
+        choices=("fixed", "adaptive"),
+    ),
+    Setting("pool", "keep_alive_bin_s", float, "adaptive keep-alive: histogram bin width", 0.01),
+    Setting("pool", "keep_alive_bins", int, "adaptive keep-alive: histogram bins (range)", 2),
     Setting("pool", "scale_wait_s", float, "wait for a free environment before a 429", 0),
     Setting("pool", "max_log_bytes_per_invoke", int, "log bytes kept per invocation", 4096),
     Setting(

@@ -6,7 +6,16 @@ from collections.abc import Awaitable, Callable
 from types import MappingProxyType
 
 from bench.context import RunContext
-from bench.scenarios import async_events, burst, cold, cpu_share, memory, payload, warm
+from bench.scenarios import (
+    async_events,
+    burst,
+    cold,
+    cpu_share,
+    keepalive,
+    memory,
+    payload,
+    warm,
+)
 
 ScenarioRunner = Callable[[RunContext], Awaitable[None]]
 
@@ -19,5 +28,6 @@ SCENARIOS: MappingProxyType[str, ScenarioRunner] = MappingProxyType(
         "memory": memory.run,
         "async": async_events.run,
         "cpu-share": cpu_share.run,
+        "keepalive": keepalive.run,
     }
 )

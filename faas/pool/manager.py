@@ -48,6 +48,7 @@ from faas.observe.logs import InvocationLog
 from faas.pool.burst import TokenBucket
 from faas.pool.concurrency_limits import REASON_ACCOUNT, REASON_RATE, ConcurrencyLimits
 from faas.pool.environment import Environment, EnvironmentState, OptDirectory, StrayOutput
+from faas.pool.keepalive import KeepAlivePolicy
 from faas.runtime_api.server import RuntimeApiServer
 from faas.sandbox.launcher import Launcher
 
@@ -128,6 +129,7 @@ class PoolManager:
         "_committed_mb",
         "_config",
         "_initializing",
+        "_keep_alive",
         "_launcher",
         "_limits",
         "_live",
@@ -142,6 +144,7 @@ class PoolManager:
         "_stopping",
         "_stray_output",
         "_workers",
+        "prewarmed",
     )
 
     def __init__(
@@ -173,6 +176,13 @@ class PoolManager:
         self._reaper: asyncio.Task[None] | None = None
         self._workers: asyncio.Task[None] | None = None
         self._provision_wakeup = asyncio.Event()
+        self._keep_alive = KeepAlivePolicy(
+            config.idle_timeout_s,
+            config.keep_alive_policy == "adaptive",
+            config.keep_alive_bin_s,
+            config.keep_alive_bins,
+        )
+        self.prewarmed = 0  # environments the adaptive keep-alive started ahead
         self._state = ManagerState.NEW
 
     async def start(self) -> None:
@@ -326,6 +336,8 @@ class PoolManager:
             raise refusal
         pool = self._pool_of(function)
         self._limits.take(function.name)
+        if self._keep_alive.is_adaptive:
+            self._keep_alive.invocation_started((function.name, function.version), time.monotonic())
         env = self._pop_idle(pool)
         if env is not None:
             pool.busy.add(env)
@@ -334,6 +346,9 @@ class PoolManager:
             return await self._acquire_new(pool)
         except BaseException:
             self._limits.give_back(function.name)
+            if self._keep_alive.is_adaptive:
+                self._keep_alive.invocation_ended((function.name, function.version),
+                                                  time.monotonic())  # fmt: skip
             raise
 
     @staticmethod
@@ -350,7 +365,12 @@ class PoolManager:
         spillover = pool.provisioned_target > 0
         loop = asyncio.get_running_loop()
         while True:
-            created = self._try_create(pool)
+            if len(pool.provisioning) > len(pool.waiters):
+                # One is being initialized ahead (provisioned or pre-warmed): wait for it
+                # rather than start a duplicate.
+                created: Environment | Blocked = Blocked.INITS
+            else:
+                created = self._try_create(pool)
             if isinstance(created, Environment):
                 return Lease(created, True, spillover)
             now = time.monotonic()
@@ -410,8 +430,11 @@ class PoolManager:
             )
         return bucket
 
-    def _try_create(self, pool: FunctionPool, provisioned: bool = False) -> Environment | Blocked:
-        """A new environment in ``pool`` (busy, needing Init), or why there can't be one."""
+    def _try_create(
+        self, pool: FunctionPool, provisioned: bool = False, ahead: bool = False
+    ) -> Environment | Blocked:
+        """A new environment in ``pool`` needing Init, or why there can't be one: busy with
+        the invoke that asked for it, or initializing ahead (``provisioned`` or ``ahead``)."""
         function = pool.config
         if len(self._initializing) >= self._max_inits:
             return Blocked.INITS
@@ -435,6 +458,7 @@ class PoolManager:
         if provisioned:
             env.is_provisioned = True
             env.initialization_type = INITIALIZATION_PROVISIONED
+        if provisioned or ahead:
             pool.provisioning.add(env)
         else:
             pool.busy.add(env)
@@ -492,6 +516,8 @@ class PoolManager:
         self._limits.give_back(env.config.name)
         self._init_done(env)  # a lease given back before its Init ran
         key = _key_of(env)
+        if self._keep_alive.is_adaptive:
+            self._keep_alive.invocation_ended(key[:2], time.monotonic())
         pool = self._pools.get(key)
         if pool is not None:
             pool.busy.discard(env)
@@ -546,12 +572,15 @@ class PoolManager:
             pool.idle.clear()
             pool.provisioned_idle.clear()
             pool.provisioning.clear()
-            if not pool.busy:
+            if not pool.busy and not pool.waiters:
+                # Invokes waiting for room keep it listed: they still run the old
+                # configuration they resolved, in an environment the books can see.
                 del self._pools[key]
 
     def forget_function(self, function_name: str) -> None:
         """A deleted function: its environments retire and its scaling books go."""
         self.retire(function_name)
+        self._keep_alive.forget(function_name)
         self._buckets.pop(function_name, None)
         self._limits.set_reserved(function_name, None)
 
@@ -592,9 +621,23 @@ class PoolManager:
                 self._provision_wakeup.set()
 
     def _drop_if_unused(self, key: PoolKey) -> None:
+        """Forget an empty pool, unless the adaptive keep-alive will pre-warm it."""
         pool = self._pools.get(key)
-        if pool is not None and pool.is_empty():
+        if pool is not None and pool.is_empty() and self._prewarm_due(key) is None:
             del self._pools[key]
+
+    def _prewarm_due(self, key: PoolKey) -> tuple[float, float] | None:
+        """(from, until): when the adaptive keep-alive wants an environment of ``key``
+        ready, if it released the last one at once and that window has not passed."""
+        window = self._keep_alive.window(key[:2])
+        if not window.releases_at_once:
+            return None
+        last_end = self._keep_alive.last_end(key[:2])
+        if last_end is None:
+            return None
+        keep_from = last_end + window.prewarm_s
+        keep_until = keep_from + window.keep_alive_s
+        return (keep_from, keep_until) if time.monotonic() < keep_until else None
 
     def _track(self, task: asyncio.Task[None]) -> None:
         self._background.add(task)
@@ -640,19 +683,21 @@ class PoolManager:
                     break
                 self._track(asyncio.create_task(self._provision(pool, created),
                                                 name=_PROVISION_TASK))  # fmt: skip
-            if not pool.provisioned_target and pool.is_empty():
-                self._pools.pop(_key_of_pool(pool), None)
+            self._drop_if_unused(_key_of_pool(pool))
 
     async def _provision(self, pool: FunctionPool, env: Environment) -> None:
+        """Init ahead of any invoke: a provisioned environment, or a pre-warmed one."""
         init_log = InvocationLog(self._config.max_log_bytes_per_invoke)
         request_id = env.env_id
         try:
             await self.initialize(env, init_log, request_id)
         except InitFailed as failure:
-            pool.provision_failure = _init_failure_reason(failure)
+            if env.is_provisioned:
+                pool.provision_failure = _init_failure_reason(failure)
         except Exception as exc:  # a platform failure: report it on the config
-            log.exception("provisioning an environment of %s failed", pool.config.name)
-            pool.provision_failure = f"FUNCTION_ERROR_INIT_FAILURE: {exc}"
+            log.exception("initializing an environment of %s ahead failed", pool.config.name)
+            if env.is_provisioned:
+                pool.provision_failure = f"FUNCTION_ERROR_INIT_FAILURE: {exc}"
         finally:
             pool.provisioning.discard(env)
             if self._stray_output is not None and init_log.body():
@@ -667,27 +712,50 @@ class PoolManager:
 
     async def _reap_loop(self) -> None:
         interval = max(0.05, min(30.0, self._config.idle_timeout_s / 4))
+        if self._keep_alive.is_adaptive:
+            interval = max(0.02, min(interval, self._config.keep_alive_bin_s / 4))
         while True:
             await asyncio.sleep(interval)
             self.reap_idle(time.monotonic())
 
     def reap_idle(self, now: float) -> int:
-        """Stop on-demand environments idle for longer than the keep-alive; returns how many."""
-        cutoff = now - self._config.idle_timeout_s
+        """Stop on-demand environments past their keep-alive, and (adaptive keep-alive)
+        pre-warm one where the next invoke is expected; returns how many were stopped."""
         reaped = 0
         for key, pool in list(self._pools.items()):
-            keep = [env for env in pool.idle if env.last_used > cutoff and env.is_alive]
+            due = self._prewarm_due(key)
+            if due is not None:
+                # Released at once; wanted again from the pre-warm point to the window's end.
+                keep_from = due[0]
+                keep = [
+                    env for env in pool.idle
+                    if env.is_alive and (now >= keep_from or env.last_used >= keep_from)
+                ]  # fmt: skip
+                if now >= keep_from and not (
+                    keep or pool.busy or pool.provisioning or pool.is_retired
+                ):
+                    self._prewarm(pool)
+            else:
+                cutoff = now - self._keep_alive.window(key[:2]).keep_alive_s
+                keep = [env for env in pool.idle if env.last_used > cutoff and env.is_alive]
             for env in pool.idle:
                 if env not in keep:
                     self._stop_later(env)
                     reaped += 1
             pool.idle = keep
-            if pool.is_empty():
-                del self._pools[key]
+            self._drop_if_unused(key)
         for name, bucket in list(self._buckets.items()):
             if bucket.is_full(now):
                 del self._buckets[name]
         return reaped
+
+    def _prewarm(self, pool: FunctionPool) -> None:
+        """Start one environment of ``pool`` ahead of the invoke the policy expects."""
+        created = self._try_create(pool, ahead=True)
+        log.debug("pre-warming %s:%s: %s", pool.config.name, pool.config.version, created)
+        if isinstance(created, Environment):
+            self.prewarmed += 1
+            self._track(asyncio.create_task(self._provision(pool, created), name=_PROVISION_TASK))
 
 
 def _key_of(env: Environment) -> PoolKey:
