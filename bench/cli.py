@@ -77,8 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--cpu-memory-mb", type=_ints, help="cpu-share: MemorySize values (default 885,1769,3538)")
     add("--cpu-seconds", type=float, help="cpu-share: wall time per CPU-bound invoke (default 1)")
     add("--cpu-repeats", type=int, help="cpu-share: invokes per MemorySize (default 3)")
-    add("--trace-minutes", type=float, help="keepalive: trace length in minutes (default 120)")
-    add("--trace-minute-s", type=float, help="keepalive: seconds per trace minute (default 0.25)")
+    add("--trace-minutes", type=float, help="keepalive: trace length in minutes (default 360)")
+    add("--trace-minute-s", type=float, help="keepalive: seconds per trace minute (default 0.15)")
     add("--client", choices=CLIENT_KINDS, help="load client: raw (default) or aiohttp")
     add("--out", type=Path, help="directory for the result files (default bench/results)")
     add(

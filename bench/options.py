@@ -40,8 +40,8 @@ class Options:
     cpu_memory_mb: tuple[int, ...] = (885, 1769, 3538)  # cpu-share: MemorySize values
     cpu_seconds: float = 1.0  # cpu-share: wall time of each CPU-bound invoke
     cpu_repeats: int = 3  # cpu-share: measured invokes per MemorySize
-    trace_minutes: float = 120.0  # keepalive: trace length, in trace minutes
-    trace_minute_s: float = 0.25  # keepalive: wall seconds per trace minute (histogram bin)
+    trace_minutes: float = 360.0  # keepalive: trace length, in trace minutes
+    trace_minute_s: float = 0.15  # keepalive: wall seconds per trace minute (histogram bin)
     client: str = "raw"  # the load client: "raw" (bench/rawhttp.py) or "aiohttp"
     with_baselines: bool = True
     pin: bool = True

@@ -128,6 +128,7 @@ class PoolManager:
         "_code_directory",
         "_committed_mb",
         "_config",
+        "_init_seconds",
         "_initializing",
         "_keep_alive",
         "_launcher",
@@ -183,6 +184,7 @@ class PoolManager:
             config.keep_alive_bins,
         )
         self.prewarmed = 0  # environments the adaptive keep-alive started ahead
+        self._init_seconds: dict[tuple[str, str], float] = {}  # recent Init time per version
         self._state = ManagerState.NEW
 
     async def start(self) -> None:
@@ -499,6 +501,10 @@ class PoolManager:
             await env.start(log, max(self._config.init_timeout_s, 0.1), request_id)
         finally:
             self._init_done(env)
+        key = (env.config.name, env.config.version)
+        seen = self._init_seconds.get(key)
+        measured = env.init_duration_ms / 1000
+        self._init_seconds[key] = measured if seen is None else 0.7 * seen + 0.3 * measured
 
     def _init_done(self, env: Environment) -> None:
         if env in self._initializing:
@@ -581,6 +587,8 @@ class PoolManager:
         """A deleted function: its environments retire and its scaling books go."""
         self.retire(function_name)
         self._keep_alive.forget(function_name)
+        for key in [key for key in self._init_seconds if key[0] == function_name]:
+            del self._init_seconds[key]
         self._buckets.pop(function_name, None)
         self._limits.set_reserved(function_name, None)
 
@@ -635,8 +643,10 @@ class PoolManager:
         last_end = self._keep_alive.last_end(key[:2])
         if last_end is None:
             return None
-        keep_from = last_end + window.prewarm_s
-        keep_until = keep_from + window.keep_alive_s
+        # Started early enough for its Init (as long as the last ones took) to be over.
+        lead_s = 2 * self._init_seconds.get(key[:2], 0.0)
+        keep_from = last_end + max(0.0, window.prewarm_s - lead_s)
+        keep_until = last_end + window.prewarm_s + window.keep_alive_s
         return (keep_from, keep_until) if time.monotonic() < keep_until else None
 
     def _track(self, task: asyncio.Task[None]) -> None:
