@@ -14,6 +14,8 @@ from bench.scenarios import (
     keepalive,
     memory,
     payload,
+    provisioned,
+    startup,
     warm,
 )
 
@@ -29,5 +31,7 @@ SCENARIOS: MappingProxyType[str, ScenarioRunner] = MappingProxyType(
         "async": async_events.run,
         "cpu-share": cpu_share.run,
         "keepalive": keepalive.run,
+        "provisioned": provisioned.run,
+        "startup": startup.run,
     }
 )

@@ -512,6 +512,8 @@ class PoolManager:
             self._wake_capacity_waiters()
 
     def _wake_capacity_waiters(self) -> None:
+        """Room may have appeared: invokes waiting for it retry, and so does provisioning."""
+        self._provision_wakeup.set()
         while self._capacity_waiters:
             waiter = self._capacity_waiters.popleft()
             if not waiter.done():
@@ -625,8 +627,6 @@ class PoolManager:
                 self._live.discard(env)
                 self._committed_mb -= env.config.memory_mb
             self._wake_capacity_waiters()
-            if env.is_provisioned:
-                self._provision_wakeup.set()
 
     def _drop_if_unused(self, key: PoolKey) -> None:
         """Forget an empty pool, unless the adaptive keep-alive will pre-warm it."""

@@ -241,3 +241,18 @@ def test_provisioned_concurrency_survives_a_restart(make_server: ServerFactory) 
     client = lambda_client(server)
     wait_ready(client, name, version)
     assert invoke_json(client, name, Qualifier=version)[1]["init"] == "provisioned-concurrency"
+
+
+def test_provisioning_makes_room_by_evicting_idle_environments(make_server: ServerFactory) -> None:
+    server = make_server(memory_budget_mb=256)
+    client = lambda_client(server)
+    create_function(client, "pc-idle-hog", SLEEPER, MemorySize=256)
+    invoke_json(client, "pc-idle-hog")  # its environment now idles on the whole budget
+    name, version = _published(client, "pc-room", MemorySize=128)
+    client.put_provisioned_concurrency_config(
+        FunctionName=name, Qualifier=version, ProvisionedConcurrentExecutions=1
+    )
+    assert wait_ready(client, name, version)["AllocatedProvisionedConcurrentExecutions"] == 1
+    functions = {env["function"] for env in books(server)["environments"]}
+    assert "pc-idle-hog" not in functions
+    assert books(server)["committed_memory_mb"] <= 256
