@@ -7,6 +7,7 @@ import base64
 import itertools
 import os
 import signal
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -256,3 +257,39 @@ def test_provisioning_makes_room_by_evicting_idle_environments(make_server: Serv
     functions = {env["function"] for env in books(server)["environments"]}
     assert "pc-idle-hog" not in functions
     assert books(server)["committed_memory_mb"] <= 256
+
+
+def test_changing_provisioned_concurrency_under_load_fails_nothing(shared: FaasServer) -> None:
+    client = lambda_client(shared)
+    name, version = _published(client, "pc-load")
+    stop = threading.Event()
+    outcomes: list[Any] = []
+
+    def load() -> None:
+        own = lambda_client(shared)
+        while not stop.is_set():
+            response, payload = invoke_json(own, name, {"seconds": 0.05}, Qualifier=version)
+            outcomes.append((response["StatusCode"], response.get("FunctionError"), payload))
+
+    threads = [threading.Thread(target=load) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_until(lambda: len(outcomes) >= 10, 30, what="load to run")
+        for count in (2, 4, 1):
+            client.put_provisioned_concurrency_config(
+                FunctionName=name, Qualifier=version, ProvisionedConcurrentExecutions=count
+            )
+            wait_ready(client, name, version)
+        client.delete_provisioned_concurrency_config(FunctionName=name, Qualifier=version)
+        seen = len(outcomes)
+        wait_until(lambda: len(outcomes) >= seen + 10, 30, what="load after the changes")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+    assert all(status == 200 and error is None for status, error, _ in outcomes), [
+        outcome for outcome in outcomes if outcome[0] != 200 or outcome[1] is not None
+    ][:3]
+    kinds = {payload["init"] for _, _, payload in outcomes}
+    assert kinds == {"on-demand", "provisioned-concurrency"}
