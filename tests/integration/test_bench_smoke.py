@@ -19,7 +19,10 @@ import pytest
 
 pytestmark = pytest.mark.timeout(300)
 
-SCENARIOS = ("warm", "payload", "cold", "burst", "memory", "async", "cpu-share")
+SCENARIOS = (
+    "warm", "payload", "cold", "burst", "memory", "async", "cpu-share", "keepalive", "startup",
+    "provisioned",
+)  # fmt: skip
 TARGETS = {"faas", "in-process", "warm-IPC", "spawn"}
 RUN_TIMEOUT_S = 240
 
