@@ -28,7 +28,7 @@ from bench.loadgen import RequestSpec, send_once
 from bench.measure import measure
 from bench.report import Table
 from bench.scenarios.common import start_targets
-from bench.services import Baseline, FaasNode, create_function
+from bench.services import FUNCTIONS_PATH, Baseline, FaasNode, create_function
 from bench.tables import DASH, fmt_ms, fmt_ratio
 
 TIMINGS_HEADER = "x-faas-timings"  # X-Faas-Timings; client headers are lower case
@@ -37,6 +37,7 @@ OUTSIDE = "outside node"
 FIRST = "first invoke, idle node"
 BUSY = "new environment, others busy"
 _HOLD_MAX_S = 30.0
+_SETTLE_TIMEOUT_S = 10.0
 
 
 def parse_timings(header: str | None) -> dict[str, float]:
@@ -88,6 +89,23 @@ def _check_cold(ctx: RunContext, what: str, response: Response) -> dict[str, flo
     return timings
 
 
+async def _delete_and_settle(ctx: RunContext, node: FaasNode, name: str) -> None:
+    """Delete ``name`` and wait until its environments are gone, so that the node is idle
+    (and its memory budget free) for the next cold start."""
+    async with ctx.session.delete(f"{node.url}{FUNCTIONS_PATH}/{name}") as response:
+        await response.read()
+    deadline = time.monotonic() + _SETTLE_TIMEOUT_S
+    while time.monotonic() < deadline:
+        async with ctx.session.get(node.url + "/faas/v1/pool") as response:
+            books = json.loads(await response.read())
+        if not any(env["function"] == name for env in books["environments"]):
+            return
+        await asyncio.sleep(0.01)
+    ctx.result.problems.append(
+        f"{name}: environments still live {_SETTLE_TIMEOUT_S} s after delete"
+    )
+
+
 async def _first_invokes(ctx: RunContext, node: FaasNode, samples: ColdSamples) -> None:
     with ctx.display.phase(FIRST, ctx.options.cold_starts, is_timed=False):
         for index in range(ctx.options.cold_starts):
@@ -97,6 +115,7 @@ async def _first_invokes(ctx: RunContext, node: FaasNode, samples: ColdSamples) 
             timings = _check_cold(ctx, f"{name} first invoke", response)
             if timings is not None:
                 samples.add(response.latency_ms, timings)
+            await _delete_and_settle(ctx, node, name)
             ctx.display.advance()
 
 
@@ -132,6 +151,7 @@ async def _busy_invokes(ctx: RunContext, node: FaasNode, samples: ColdSamples) -
                 timings = _check_cold(ctx, f"cold-busy-{index} second invoke", response)
                 if timings is not None:
                     samples.add(response.latency_ms, timings)
+                await _delete_and_settle(ctx, node, f"cold-busy-{index}")
                 ctx.display.advance()
     finally:
         await beacon.stop()
