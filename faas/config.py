@@ -69,6 +69,11 @@ class SandboxConfig:
     # Environments drop to this user when the node runs as root and the user can reach
     # the interpreter and the code ("" keeps the node's user).
     run_as_user: str = "nobody"
+    # Native Python environments are forked from a zygote (a runtime with its modules
+    # imported) instead of exec'ing a fresh interpreter; False always execs.
+    zygote: bool = True
+    # Zygote children kept parked in their own cgroups, ready to become environments.
+    spare_environments: int = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +105,15 @@ class Config:
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
 
 
 def _float_tuple(text: str) -> tuple[float, ...]:
@@ -164,6 +178,8 @@ SETTINGS: tuple[Setting, ...] = (
         choices=("native", "runtime-api"),
     ),
     Setting("sandbox", "run_as_user", str, "unprivileged user environments run as, if root"),
+    Setting("sandbox", "zygote", _bool, "fork Python environments from a zygote (else exec)"),
+    Setting("sandbox", "spare_environments", int, "zygote children parked ready in cgroups", 0),
     Setting("store", "data_dir", Path, "directory of the embedded store"),
     Setting("store", "max_zip_bytes", int, "largest deployment zip", 1),
     Setting("store", "max_unzipped_bytes", int, "largest unpacked code size", 1),

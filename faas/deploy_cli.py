@@ -9,7 +9,6 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-
 _TERMINAL = {"Succeeded", "RolledBack", "Stopped"}
 
 

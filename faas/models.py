@@ -47,6 +47,12 @@ class FunctionConfig:
     dead_letter_target_arn: str = ""
     log_format: str = "Text"
     layers: tuple[str, ...] = ()  # layer version ARNs, in the order they are presented
+    snap_start: str = "None"  # SnapStart.ApplyOn: "PublishedVersions" or "None"
+
+    @property
+    def uses_snap_start(self) -> bool:
+        """A published version of a function with SnapStart on PublishedVersions."""
+        return self.snap_start == "PublishedVersions" and self.version != LATEST
 
     @property
     def code_sha256(self) -> str:

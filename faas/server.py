@@ -131,11 +131,15 @@ class Server:
             isolation,
             cgroups,
             python_over_runtime_api=config.pool.python_transport == "runtime-api",
+            use_zygote=config.sandbox.zygote,
+            spare_environments=config.sandbox.spare_environments,
         )
         await isolation.start(
             launcher.paths_needed([str(data_dir / "code"), str(data_dir / "opt")])
         )
         self._stop_steps.append(("isolation", isolation.stop))
+        await launcher.start()
+        self._stop_steps.append(("launcher", launcher.stop))
         runtime_api = RuntimeApiServer()
         await runtime_api.start()
         self._stop_steps.append(("runtime API", runtime_api.stop))

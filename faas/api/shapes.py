@@ -45,7 +45,10 @@ def function_configuration(
             "PackageType": "Zip",
             "Architectures": list(config.architectures),
             "EphemeralStorage": {"Size": config.ephemeral_storage_mb},
-            "SnapStart": {"ApplyOn": "None", "OptimizationStatus": "Off"},
+            "SnapStart": {
+                "ApplyOn": config.snap_start,
+                "OptimizationStatus": "On" if config.uses_snap_start else "Off",
+            },
             "LoggingConfig": {
                 "LogFormat": config.log_format,
                 "LogGroup": f"/aws/lambda/{config.name}",

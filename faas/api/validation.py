@@ -269,6 +269,15 @@ def _optional_settings(body: Mapping[str, Any]) -> dict[str, Any]:
                 "Member must satisfy enum value set: [JSON, Text]",
             )
         fields["log_format"] = logging_config["LogFormat"]
+    snap_start = _object(body, "SnapStart")
+    if snap_start is not None and snap_start.get("ApplyOn") is not None:
+        if snap_start["ApplyOn"] not in ("PublishedVersions", "None"):
+            raise _constraint(
+                snap_start["ApplyOn"],
+                "snapStart.applyOn",
+                "Member must satisfy enum value set: [PublishedVersions, None]",
+            )
+        fields["snap_start"] = snap_start["ApplyOn"]
     tags = _object(body, "Tags")
     if tags is not None:
         fields["tags"] = {str(k): str(v) for k, v in tags.items()}

@@ -40,7 +40,12 @@ from faas.runtime_api.extensions import ExtensionHub, ShutdownReason
 from faas.runtime_api.server import RuntimeApiServer
 from faas.runtime_api.session import RuntimeSession
 from faas.sandbox.environment_cgroup import EnvironmentCgroup
-from faas.sandbox.launcher import LaunchedRuntime, Launcher, signal_process_group
+from faas.sandbox.launcher import (
+    LaunchedRuntime,
+    Launcher,
+    RuntimeProcess,
+    signal_process_group,
+)
 
 _OUTPUT_CHUNK = 64 * 1024
 
@@ -192,9 +197,8 @@ class Environment:
 
     async def _open_transport(self, init_timeout_s: float, request_id: str) -> None:
         """Start extensions, then the runtime with the right door: native frames or HTTP."""
-        cgroups = self._launcher.cgroups
-        self._cgroup = await cgroups.create(self.env_id, cgroups.limits_for(self.config.memory_mb))
-        await self._cgroup.set_init_boost(True)
+        # Limits written, CPU lifted for Init; for Python, maybe a spare with a runtime waiting.
+        self._cgroup = await self._launcher.create_cgroup(self.config, self.env_id)
         if self.opt_directory is not None:
             merged = await self.opt_directory(self.config)
             self.opt_path = str(merged) if merged is not None else None
@@ -481,7 +485,7 @@ class Environment:
         self._output_tasks.clear()
         self._exit_watch = None
 
-    async def _watch_exit(self, process: asyncio.subprocess.Process) -> None:
+    async def _watch_exit(self, process: RuntimeProcess) -> None:
         await process.wait()
         # Output still in the pipes belongs to what the runtime was doing when it died.
         if self._output_tasks:

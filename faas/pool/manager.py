@@ -42,7 +42,7 @@ import orjson
 import psutil
 
 from faas.config import PoolConfig
-from faas.errors import InitFailed, ServiceException, TooManyRequestsException
+from faas.errors import InitFailed, PlatformError, ServiceException, TooManyRequestsException
 from faas.models import FunctionConfig
 from faas.observe.logs import InvocationLog
 from faas.pool.burst import TokenBucket
@@ -51,11 +51,13 @@ from faas.pool.environment import Environment, EnvironmentState, OptDirectory, S
 from faas.pool.keepalive import KeepAlivePolicy
 from faas.runtime_api.server import RuntimeApiServer
 from faas.sandbox.launcher import Launcher
+from faas.sandbox.template import TemplateUnavailable
 
 log = logging.getLogger(__name__)
 
 _SETTLE_TASK = "settle-extensions"
 _PROVISION_TASK = "provision"
+_TEMPLATE_TASK = "snap-start-template"
 INITIALIZATION_PROVISIONED = "provisioned-concurrency"
 
 PoolKey = tuple[str, str, str]  # function name, version, revision id
@@ -144,6 +146,7 @@ class PoolManager:
         "_state",
         "_stopping",
         "_stray_output",
+        "_templates",
         "_workers",
         "prewarmed",
     )
@@ -185,6 +188,8 @@ class PoolManager:
         )
         self.prewarmed = 0  # environments the adaptive keep-alive started ahead
         self._init_seconds: dict[tuple[str, str], float] = {}  # recent Init time per version
+        # SnapStart versions whose template is being started or runs.
+        self._templates: set[tuple[str, str, str]] = set()
         self._state = ManagerState.NEW
 
     async def start(self) -> None:
@@ -213,7 +218,7 @@ class PoolManager:
         await asyncio.gather(*(env.stop(grace) for env in list(self._live)),
                              return_exceptions=True)  # fmt: skip
         for task in self._background:
-            if task.get_name() in (_SETTLE_TASK, _PROVISION_TASK):
+            if task.get_name() in (_SETTLE_TASK, _PROVISION_TASK, _TEMPLATE_TASK):
                 task.cancel()  # their environments are being stopped above
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
@@ -457,6 +462,8 @@ class PoolManager:
             self._stray_output,
         )
         env.on_exit = self._environment_exited
+        if function.uses_snap_start:
+            self._ensure_template(function)
         if provisioned:
             env.is_provisioned = True
             env.initialization_type = INITIALIZATION_PROVISIONED
@@ -575,6 +582,9 @@ class PoolManager:
                 continue
             pool.is_retired = True
             pool.provisioned_target = 0
+            if key in self._templates:
+                self._templates.discard(key)
+                self._track(asyncio.create_task(self._launcher.stop_template(pool.config)))
             for env in (*pool.idle, *pool.provisioned_idle, *pool.provisioning):
                 self._stop_later(env)
             pool.idle.clear()
@@ -717,6 +727,34 @@ class PoolManager:
         else:
             self._stop_later(env)
         self._provision_wakeup.set()
+
+    # --- SnapStart ------------------------------------------------------------------------
+
+    def _ensure_template(self, function: FunctionConfig) -> None:
+        """Start the version's SnapStart template once; its later environments fork from it."""
+        key = (function.name, function.version, function.revision_id)
+        if key in self._templates or self._state is not ManagerState.RUNNING:
+            return
+        self._templates.add(key)
+        self._track(asyncio.create_task(self._start_template(function), name=_TEMPLATE_TASK))
+
+    async def _start_template(self, function: FunctionConfig) -> None:
+        stray = self._stray_output
+        merged = await self._opt_directory(function) if self._opt_directory is not None else None
+        try:
+            await self._launcher.start_template(
+                function,
+                self._code_directory(function),
+                str(merged) if merged is not None else None,
+                log_output=(lambda data: stray(function.name, data)) if stray else None,
+                init_timeout_s=max(self._config.init_timeout_s, 0.1),
+            )
+        except (TemplateUnavailable, InitFailed, PlatformError) as exc:
+            # Environments of this version keep starting the ordinary way.
+            log.warning("SnapStart is not used for %s:%s: %s", function.name, function.version,
+                        getattr(exc, "error_type", None) or exc)  # fmt: skip
+        else:
+            log.info("SnapStart template of %s:%s is ready", function.name, function.version)
 
     # --- keep-alive -----------------------------------------------------------------------
 

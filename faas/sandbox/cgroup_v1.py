@@ -32,6 +32,28 @@ class V1Cgroup(KernelCgroup):
         if "pids" in self._dirs:
             cgroupfs.write_text(self._dirs["pids"] / "pids.max", str(self.limits.pids_max))
 
+    def _reconfigure(self, is_cpu_boosted: bool) -> None:
+        """Blocking: the new limits of a cgroup in use (written just before an environment
+        starts, so only what can differ: the memory limit, pids, the CPU quota). memsw
+        (memory+swap) may never be below the memory limit: it goes up first, down last."""
+        memory = self._dirs["memory"]
+        limit = str(self.limits.memory_bytes)
+        limits = [memory / "memory.limit_in_bytes"]
+        memsw = memory / "memory.memsw.limit_in_bytes"
+        if memsw.exists():
+            current = cgroupfs.read_int(memory / "memory.limit_in_bytes")
+            limits = [memsw, *limits] if self.limits.memory_bytes > current else [*limits, memsw]
+        for path in limits:
+            cgroupfs.write_text(path, limit)
+        if "pids" in self._dirs:
+            cgroupfs.write_text(self._dirs["pids"] / "pids.max", str(self.limits.pids_max))
+        self._write_cpu_quota(is_cpu_boosted)
+        self._reset_counters()
+
+    def _reset_counters(self) -> None:
+        # Writing 0 sets the high-water mark to the current usage.
+        cgroupfs.write_if_present(self._dirs["memory"] / "memory.max_usage_in_bytes", "0")
+
     @property
     def peak_memory_file(self) -> str | None:
         return str(self._dirs["memory"] / "memory.max_usage_in_bytes")

@@ -72,8 +72,8 @@ class V2Cgroup(KernelCgroup):
         line = f"max {self.limits.cpu_period_us}" if is_unlimited else self.limits.cpu_max
         cgroupfs.write_text(self._dir / "cpu.max", line)
 
-    async def attach(self, pid: int) -> None:
-        await super().attach(pid)
+    async def attach(self, pid: int, *, is_inside: bool = False) -> None:
+        await super().attach(pid, is_inside=is_inside)
         # Kernels before 5.19 have no memory.peak: sample memory.current instead.
         has_peak = await asyncio.to_thread((self._dir / "memory.peak").exists)
         if not has_peak and self._tracker is None:

@@ -29,6 +29,7 @@ import errno
 import logging
 import os
 import re
+import secrets
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -48,7 +49,12 @@ from faas.sandbox.environment_cgroup import (
     WatchdogCgroup,
     member_path,
 )
-from faas.sandbox.limits import DEFAULT_PIDS_MAX, EnvironmentLimits, limits_for
+from faas.sandbox.limits import (
+    DEFAULT_PIDS_MAX,
+    MEMORY_MB_PER_CORE,
+    EnvironmentLimits,
+    limits_for,
+)
 from faas.sandbox.watchdog import DEFAULT_INTERVAL_S
 
 __all__ = [
@@ -228,9 +234,59 @@ class CgroupManager:
                 member_paths={c: member_path(r, env_id) for c, r in layout.member_roots.items()},
                 kill_timeout_s=self._kill_timeout_s,
             )
-            await self._make_environment_dirs(cgroup)
+            # Known before its directories exist: if this task is cancelled while a worker
+            # thread still makes them, ``stop`` removes them all the same.
+            self._envs[env_id] = cgroup
+            try:
+                await self._make_environment_dirs(cgroup)
+            except PlatformError:
+                del self._envs[env_id]
+                raise
         self._envs[env_id] = cgroup
         return cgroup
+
+    async def create_spare(self) -> EnvironmentCgroup:
+        """A cgroup for a process started before its environment exists (a zygote's parked
+        child), named ``spare-<hex>``, with one core's limits; ``assign`` hands it over.
+
+        Raises:
+            PlatformError: the kernel refused to create or configure the cgroup.
+        """
+        limits = self.limits_for(MEMORY_MB_PER_CORE)
+        return await self.create(f"spare-{secrets.token_hex(8)}", limits)
+
+    async def assign(
+        self,
+        spare: EnvironmentCgroup,
+        env_id: str,
+        limits: EnvironmentLimits,
+        *,
+        is_cpu_boosted: bool = False,
+    ) -> EnvironmentCgroup:
+        """Give a spare cgroup, and whatever already runs in it, to environment ``env_id``.
+
+        Its directories keep their names; its limits become ``limits`` (the CPU quota lifted
+        if ``is_cpu_boosted``, as ``set_init_boost(True)`` would) and its counters restart.
+
+        Raises:
+            ValueError: ``env_id`` is not a plain name or is in use, or ``spare`` is not one of
+                this node's live cgroups.
+            PlatformError: the kernel refused the new limits.
+        """
+        _check_name("environment id", env_id)
+        if env_id in self._envs:
+            raise ValueError(f"environment id {env_id!r} already has a cgroup")
+        if self._envs.get(spare.env_id) is not spare or spare.state is not CgroupState.ACTIVE:
+            raise ValueError(f"{spare.env_id} is not a live cgroup of this node")
+        del self._envs[spare.env_id]
+        spare.env_id = env_id
+        spare.limits = limits
+        self._envs[env_id] = spare
+        try:
+            await spare.reconfigure(is_cpu_boosted=is_cpu_boosted)
+        except OSError as exc:
+            raise PlatformError(f"cannot set the limits of {env_id}: {exc}") from exc
+        return spare
 
     async def stop(self) -> None:
         """Kill everything left inside, remove every cgroup this node created, leaf first.

@@ -8,7 +8,9 @@ process the launcher holds is the runtime, and everything the runtime ever forks
 inside the cgroup. If a write fails, the shell exits with ``WRAP_FAILED_EXIT`` instead of
 running the program unconfined. When the node runs as root and the environment must not,
 privileges are dropped *after* the move, by exec'ing ``setpriv`` between shell and program
-(an unprivileged process may not move itself into a root-owned cgroup).
+(an unprivileged process may not move itself into a root-owned cgroup). A process forked by
+a runtime's zygote enters the same way without the shell: it writes its pid into each of
+``procs_files`` itself, and exits with ``WRAP_FAILED_EXIT`` if one is refused.
 
 Three implementations share one interface: ``V1Cgroup`` (``cgroup_v1``: a directory per
 controller hierarchy), ``V2Cgroup`` (``cgroup_v2``: one directory in the unified hierarchy),
@@ -70,7 +72,8 @@ class EnvironmentCgroup(abc.ABC):
     ``peak_memory_bytes``/``was_oom_killed`` for reports; ``remove`` when the environment ends.
     """
 
-    __slots__ = ("_final", "_on_removed", "_setpriv", "env_id", "limits", "state")
+    __slots__ = ("_final", "_is_cpu_boosted", "_on_removed", "_setpriv", "env_id", "limits",
+                 "state")  # fmt: skip
 
     def __init__(
         self,
@@ -86,6 +89,7 @@ class EnvironmentCgroup(abc.ABC):
         self._on_removed = on_removed
         # (peak bytes, OOM-killed) read just before removal, so reports work afterwards too.
         self._final: tuple[int, bool] | None = None
+        self._is_cpu_boosted = False  # the CPU quota is lifted (Init), not the memory share
 
     @property
     @abc.abstractmethod
@@ -124,9 +128,39 @@ class EnvironmentCgroup(abc.ABC):
             return command
         return ["/bin/sh", "-c", _ENTER_SCRIPT, "faas-cgroup", *map(str, procs), "--", *command]
 
+    @property
+    def procs_files(self) -> list[str]:
+        """The ``cgroup.procs`` files a process writes its own pid into to enter this cgroup,
+        as ``wrap``'s shell does (a zygote's child does it itself). Empty for the watchdog,
+        which has none: there, ``attach`` after the spawn is all it takes.
+
+        Raises:
+            RuntimeError: the cgroup was removed.
+        """
+        if self.state is not CgroupState.ACTIVE:
+            raise RuntimeError(f"cgroup of {self.env_id} is {self.state.value}")
+        return [str(path) for path in self._procs_files()]
+
     @abc.abstractmethod
-    async def attach(self, pid: int) -> None:
-        """Tell the cgroup the pid of the environment's first process, just after spawning."""
+    async def attach(self, pid: int, *, is_inside: bool = False) -> None:
+        """Tell the cgroup the pid of the environment's first process, just after spawning.
+
+        Args:
+            is_inside: the caller knows ``pid`` is inside already (it entered before the
+                environment existed: a zygote's parked child); nothing to wait for.
+        """
+
+    async def reconfigure(self, *, is_cpu_boosted: bool) -> None:
+        """Write ``limits`` again (they changed: a spare cgroup was given to an environment,
+        ``env_id`` is now its), with the CPU quota lifted for Init if ``is_cpu_boosted``,
+        and reset its counters. Its directories take the name ``env_id`` where the kernel
+        can rename them (v1) with the processes inside; elsewhere they keep theirs."""
+        await asyncio.to_thread(self._reassign, is_cpu_boosted)
+        self._is_cpu_boosted = is_cpu_boosted
+
+    def _reassign(self, is_cpu_boosted: bool) -> None:
+        """Blocking: ``reconfigure`` (nothing to write without kernel cgroups)."""
+        return None
 
     @abc.abstractmethod
     async def adopt(self, pid: int) -> None:
@@ -151,7 +185,10 @@ class EnvironmentCgroup(abc.ABC):
         Lambda gives on-demand Init the host's full CPU; invocations then run at their
         share. Without kernel cgroups there is no quota to lift.
         """
+        if is_boosted == self._is_cpu_boosted:
+            return  # already so (a spare cgroup is handed over boosted)
         await asyncio.to_thread(self._write_cpu_quota, is_boosted)
+        self._is_cpu_boosted = is_boosted
 
     def _write_cpu_quota(self, is_unlimited: bool) -> None:
         """Blocking: write the CPU quota (nothing to write without kernel cgroups)."""
@@ -251,7 +288,42 @@ class KernelCgroup(EnvironmentCgroup):
     def configure(self) -> None:
         """Blocking: write the limits into the newly created directories."""
 
-    async def attach(self, pid: int) -> None:
+    def _reset_counters(self) -> None:
+        """Blocking: forget the memory high-water mark and failure counts so far, if the
+        kernel lets us (a spare cgroup's idle time is not the environment's)."""
+        return None
+
+    def _reassign(self, is_cpu_boosted: bool) -> None:
+        self._rename_directories(self.env_id)
+        self._reconfigure(is_cpu_boosted)
+
+    def _reconfigure(self, is_cpu_boosted: bool) -> None:
+        """Blocking: write the limits of a cgroup in use."""
+        self.configure()
+        self._reset_counters()
+        if is_cpu_boosted:
+            self._write_cpu_quota(True)
+
+    def _rename_directories(self, name: str) -> None:
+        """Blocking: rename every directory to ``name`` (same parent), or none of them."""
+        renamed: dict[Path, Path] = {}
+        try:
+            for directory in self.directories:
+                if directory.name != name:
+                    target = directory.with_name(name)
+                    directory.rename(target)
+                    renamed[directory] = target
+        except OSError:  # cgroup2 renames nothing: keep the old names everywhere
+            for old, new in renamed.items():
+                new.rename(old)
+            return
+        self._dirs = {c: renamed.get(d, d) for c, d in self._dirs.items()}
+        self._member_paths = {
+            c: posixpath.join(posixpath.dirname(path), name)
+            for c, path in self._member_paths.items()
+        }
+
+    async def attach(self, pid: int, *, is_inside: bool = False) -> None:
         """Wait until the wrapped process ``pid`` has entered this cgroup (or has exited).
 
         The wrapper moves itself a moment after spawning; until it has, ``kill_all`` would
@@ -260,6 +332,8 @@ class KernelCgroup(EnvironmentCgroup):
         Raises:
             PlatformError: the process is still outside after the kill timeout.
         """
+        if is_inside:
+            return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._kill_timeout_s
         while not await asyncio.to_thread(self._has_entered, pid):
@@ -352,7 +426,7 @@ class WatchdogCgroup(EnvironmentCgroup):
     def kind(self) -> CgroupKind:
         return CgroupKind.NONE
 
-    async def attach(self, pid: int) -> None:
+    async def attach(self, pid: int, *, is_inside: bool = False) -> None:
         """Start watching the tree rooted at ``pid``."""
         if self._watchdog is not None:
             raise RuntimeError(f"environment {self.env_id} is already attached")

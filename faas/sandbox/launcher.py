@@ -1,22 +1,30 @@
 """Build the argv, environment and working directory of a runtime and start it.
 
 Design notes: an environment gets exactly the variables Lambda sets (plus the
-function's own), never the server's environment. The runtime runs in a new
-session, so its whole process group can be signalled at once, and gets its end
+function's own, lambda_env.py), never the server's environment. The runtime runs in
+a new session, so its whole process group can be signalled at once, and gets its end
 of a socketpair as an inherited descriptor. The native Python runtime runs on
 the host interpreter (the one running faas) for every python3.x Runtime value.
+
+Native Python environments are forked from the runtime's zygote (zygote.py) while it
+runs: the same environment, cwd, cgroup and isolation, applied by the child itself
+instead of by an exec'd wrapper chain, in a few milliseconds instead of ~150. Anything
+the zygote cannot do (it is disabled, lost, or the environment sets a variable only a
+fresh interpreter honours) is started by exec, exactly as before.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
+import logging
 import os
 import secrets
 import signal
-import site
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,45 +34,57 @@ from faas.errors import InitFailed
 from faas.models import FunctionConfig
 from faas.sandbox.cgroups import CgroupManager
 from faas.sandbox.environment_cgroup import EnvironmentCgroup
-from faas.sandbox.namespaces import Isolation, IsolationMode
+from faas.sandbox.forked_process import ForkedProcess
+from faas.sandbox.forking import Forking
+from faas.sandbox.lambda_env import (
+    ON_DEMAND,
+    RESERVED_ENV_VARS,
+    SNAP_START,
+    LambdaEnvironment,
+    find_runtime_dir,
+    native_python_path,
+)
+from faas.sandbox.namespaces import Isolation
 from faas.sandbox.runtimes import (
     NATIVE_PYTHON_RUNTIMES,
     NODEJS_RUNTIMES,
-    PROVIDED_RUNTIMES,
     node_executable,
 )
+from faas.sandbox.template import Template, TemplateUnavailable
+from faas.sandbox.zygote import Zygote, ZygoteUnavailable
+from faas.sandbox.zygote_requests import ForkRequest, ParkedChild
+
+__all__ = [
+    "ON_DEMAND",
+    "RESERVED_ENV_VARS",
+    "LaunchedRuntime",
+    "Launcher",
+    "LauncherState",
+    "RuntimeProcess",
+    "log_stream_name",
+    "signal_process_group",
+]
+
+log = logging.getLogger(__name__)
 
 INVALID_ENTRYPOINT = "Runtime.InvalidEntrypoint"
+DEFAULT_SPARE_ENVIRONMENTS = 4
 
-# Variables a user may not set in Environment.Variables (lambda-compat.md D).
-RESERVED_ENV_VARS = frozenset(
-    {
-        "_HANDLER",
-        "_X_AMZN_TRACE_ID",
-        "AWS_REGION",
-        "AWS_DEFAULT_REGION",
-        "AWS_EXECUTION_ENV",
-        "AWS_LAMBDA_FUNCTION_NAME",
-        "AWS_LAMBDA_FUNCTION_VERSION",
-        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
-        "AWS_LAMBDA_INITIALIZATION_TYPE",
-        "AWS_LAMBDA_LOG_GROUP_NAME",
-        "AWS_LAMBDA_LOG_STREAM_NAME",
-        "AWS_LAMBDA_RUNTIME_API",
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-        "LAMBDA_TASK_ROOT",
-        "LAMBDA_RUNTIME_DIR",
-    }
-)
+# A runtime process: exec'd (the node's child) or forked by the zygote (the zygote's child).
+RuntimeProcess = asyncio.subprocess.Process | ForkedProcess
+
+
+class LauncherState(enum.Enum):
+    NEW = "new"  # constructed: launches exec every runtime
+    RUNNING = "running"  # started: native Python runtimes fork from the zygote when it can
+    STOPPED = "stopped"  # the zygote is stopped; launches exec again
 
 
 @dataclass(frozen=True, slots=True)
 class LaunchedRuntime:
     """A started runtime process and the node's end of its control socket."""
 
-    process: asyncio.subprocess.Process
+    process: RuntimeProcess
     control: socket.socket | None  # the native runtime's frame socket; None over the Runtime API
     log_stream_name: str
 
@@ -75,18 +95,24 @@ def log_stream_name(version: str) -> str:
 
 
 class Launcher:
-    """Starts native Python runtime processes for function configurations."""
+    """Starts runtime processes for function configurations: fork or exec.
+
+    ``start`` starts the native Python runtime's zygote (unless ``use_zygote`` is False);
+    until then, and after ``stop``, every runtime is exec'd.
+    """
 
     __slots__ = (
+        "_forking",
         "_isolation",
         "_node",
         "_nodejs_bootstrap",
         "_python_over_runtime_api",
         "_python_path",
-        "_region",
         "_runtime_dir",
+        "_variables",
         "cgroups",
         "max_response_bytes",
+        "state",
     )
 
     def __init__(
@@ -96,19 +122,118 @@ class Launcher:
         isolation: Isolation,
         cgroups: CgroupManager,
         python_over_runtime_api: bool = False,
+        use_zygote: bool = True,
+        spare_environments: int = DEFAULT_SPARE_ENVIRONMENTS,
     ) -> None:
-        self._region = region
         self.cgroups = cgroups
         self._isolation = isolation
         self._python_over_runtime_api = python_over_runtime_api
         self._node = node_executable()
         self._nodejs_bootstrap = self._find_nodejs_bootstrap()
         self.max_response_bytes = max_response_bytes
-        self._runtime_dir = self._find_runtime_dir()
-        # The runtime starts with -S (no site processing: ~40 ms less per cold start), so
-        # the host's site-packages (msgpack, and boto3 as on Lambda) go on PYTHONPATH instead.
-        site_dirs = [path for path in site.getsitepackages() if os.path.isdir(path)]
-        self._python_path = os.pathsep.join([self._runtime_dir, *site_dirs])
+        self._runtime_dir = find_runtime_dir()
+        self._python_path = native_python_path(self._runtime_dir)
+        self._variables = LambdaEnvironment(
+            region, isolation, self._runtime_dir, self._python_path, max_response_bytes
+        )
+        self.state = LauncherState.NEW
+        zygote = Zygote.for_native_runtime(self._python_path) if use_zygote else None
+        self._forking = Forking(zygote, cgroups, isolation, spare_environments)
+
+    async def start(self) -> None:
+        """Start the zygote and the spares; if this node cannot fork, exec every runtime."""
+        if self.state is not LauncherState.NEW:
+            raise RuntimeError(f"launcher cannot start from {self.state.value}")
+        self.state = LauncherState.RUNNING
+        await self._forking.start()
+
+    async def stop(self) -> None:
+        """Stop the SnapStart templates, the spare environments and the zygote (the
+        environments they forked should be stopped first: they end with them)."""
+        self.state = LauncherState.STOPPED
+        await self._forking.stop()
+
+    @property
+    def zygote_pid(self) -> int | None:
+        """The zygote's pid while it runs."""
+        return self._forking.zygote_pid
+
+    @property
+    def spare_environments(self) -> list[tuple[int, str]]:
+        """(pid, cgroup name) of each spare: a zygote child parked in a ``spare-<hex>``
+        cgroup, which no environment owns yet (for books that account for every process)."""
+        return self._forking.spare_environments
+
+    @property
+    def has_spares_ready(self) -> bool:
+        """Whether every spare environment wanted is prepared (false without spares)."""
+        return self._forking.has_spares_ready
+
+    async def create_cgroup(self, config: FunctionConfig, env_id: str) -> EnvironmentCgroup:
+        """The cgroup of a new environment, limits written and CPU lifted for Init.
+
+        A native Python environment gets a spare one when there is one: the zygote child
+        already parked in it becomes its runtime when it is launched.
+
+        Raises:
+            PlatformError: the kernel refused to create or configure the cgroup.
+        """
+        return await self._forking.create_cgroup(config, env_id)
+
+    async def start_template(
+        self,
+        config: FunctionConfig,
+        code_directory: str,
+        opt_path: str | None = None,
+        *,
+        log_output: Callable[[bytes], None] | None = None,
+        init_timeout_s: float = 10.0,
+    ) -> Template:
+        """Start the SnapStart template of ``config``'s version (template.py): an environment
+        that runs Init once, then the before-snapshot hooks; from then on ``launch`` forks
+        that version's native environments from it (AWS_LAMBDA_INITIALIZATION_TYPE
+        snap-start, after-restore hooks, no Init). A template already there is replaced.
+
+        Args:
+            log_output: where the template's output goes (Init, hooks): the function's log.
+
+        Raises:
+            TemplateUnavailable: this node cannot make one (no zygote, the Runtime API
+                transport, environments dropping to another user, a variable only a fresh
+                interpreter honours, native libraries in a layer, /tmp under /tmp).
+            InitFailed: Init or a before-snapshot hook failed, or ran out of time.
+            PlatformError: the kernel refused its cgroup.
+        """
+        if config.runtime not in NATIVE_PYTHON_RUNTIMES or self._python_over_runtime_api:
+            raise TemplateUnavailable("templates are for native Python functions over frames")
+        env_id = f"tpl-{secrets.token_hex(8)}"
+        spec = self._isolation.describe(
+            env_id, config.ephemeral_storage_mb, self.family(config), opt_path
+        )
+        if spec.user_ids is not None:
+            raise TemplateUnavailable("environments drop to another user: no template")
+        if str(spec.tmp_directory).startswith("/tmp/"):
+            raise TemplateUnavailable("the environments' /tmp directories are under /tmp")
+        env = self.environment_variables(
+            config, log_stream_name(config.version), opt_path, SNAP_START
+        )
+        env["LAMBDA_TASK_ROOT"] = code_directory
+        cgroup = await self.cgroups.create(env_id, self.cgroups.limits_for(config.memory_mb))
+        await cgroup.set_init_boost(True)
+        if cgroup.peak_memory_file:
+            env["_FAAS_PEAK_MEMORY_FILE"] = cgroup.peak_memory_file
+        template = Template(config, env_id, cgroup, self._isolation, log_output or _discard)
+        request = ForkRequest({**env, **spec.env}, code_directory, cgroup.procs_files, spec)
+        await self._forking.start_template(template, request, opt_path, init_timeout_s)
+        return template
+
+    async def stop_template(self, config: FunctionConfig) -> None:
+        """Stop the SnapStart template of ``config``'s version, if any (its copies end)."""
+        await self._forking.stop_template(config)
+
+    def template_of(self, config: FunctionConfig) -> Template | None:
+        """The SnapStart template of ``config``'s version, if one was started."""
+        return self._forking.template_of(config)
 
     @staticmethod
     def _find_nodejs_bootstrap() -> str:
@@ -122,15 +247,6 @@ class Launcher:
             if candidate.is_file():
                 return str(candidate)
         return str(Path(__file__).resolve().parents[2] / "runtimes" / "nodejs" / "bootstrap.js")
-
-    @staticmethod
-    def _find_runtime_dir() -> str:
-        import importlib.util
-
-        spec = importlib.util.find_spec("faas_python_runtime")
-        if spec is None or spec.origin is None:
-            raise RuntimeError("the native Python runtime (faas_python_runtime) is not installed")
-        return str(Path(spec.origin).parent.parent)
 
     @property
     def isolation(self) -> Isolation:
@@ -169,12 +285,7 @@ class Launcher:
         self, config: FunctionConfig, runtime_api: str, opt_path: str | None = None
     ) -> dict[str, str]:
         """What an extension sees: no handler, no task root, no underscore variables."""
-        env = self.environment_variables(config, "", opt_path)
-        env["AWS_LAMBDA_RUNTIME_API"] = runtime_api
-        for name in [name for name in env if name.startswith("_")]:
-            del env[name]
-        env.pop("AWS_LAMBDA_LOG_STREAM_NAME", None)
-        return env
+        return self._variables.for_extension(config, runtime_api, opt_path)
 
     async def launch_extension(
         self,
@@ -209,70 +320,17 @@ class Launcher:
 
     def visible_opt(self, opt_path: str | None) -> str:
         """Where an environment sees its layers: /opt in its own namespace, else the tree."""
-        if opt_path is None or self._isolation.mode is IsolationMode.NAMESPACE:
-            return "/opt"
-        return opt_path
+        return self._variables.visible_opt(opt_path)
 
     def environment_variables(
         self,
         config: FunctionConfig,
         stream_name: str,
         opt_path: str | None = None,
-        initialization_type: str = "on-demand",
+        initialization_type: str = ON_DEMAND,
     ) -> dict[str, str]:
-        """The process environment of one execution environment."""
-        opt = self.visible_opt(opt_path)
-        env = {
-            "PATH": f"/usr/local/bin:/usr/bin/:/bin:{opt}/bin",
-            "LANG": "en_US.UTF-8",
-            "TZ": ":UTC",
-            "LD_LIBRARY_PATH": f"/lib64:/usr/lib64:{opt}/lib",
-            "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
-            # Code directories are precompiled and shared: never write bytecode into them.
-            "PYTHONDONTWRITEBYTECODE": "1",
-        }
-        env.update(config.environment)
-        layer_paths = self._layer_python_paths(config, opt) if opt_path else []
-        user_path = config.environment.get("PYTHONPATH")
-        env["PYTHONPATH"] = os.pathsep.join(
-            [*([user_path] if user_path else []), *layer_paths, self._python_path]
-        )
-        if opt_path and config.runtime in NODEJS_RUNTIMES:
-            major = config.runtime.removeprefix("nodejs").split(".")[0]
-            env["NODE_PATH"] = f"{opt}/nodejs/node{major}/node_modules:{opt}/nodejs/node_modules"
-        env.update(
-            {
-                "_HANDLER": config.handler,
-                "AWS_REGION": self._region,
-                "AWS_DEFAULT_REGION": self._region,
-                "AWS_LAMBDA_FUNCTION_NAME": config.name,
-                "AWS_LAMBDA_FUNCTION_VERSION": config.version,
-                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(config.memory_mb),
-                "AWS_LAMBDA_INITIALIZATION_TYPE": initialization_type,
-                "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{config.name}",
-                "AWS_LAMBDA_LOG_STREAM_NAME": stream_name,
-                "LAMBDA_RUNTIME_DIR": self._runtime_dir,
-            }
-        )
-        if config.runtime not in PROVIDED_RUNTIMES:
-            env["AWS_EXECUTION_ENV"] = f"AWS_Lambda_{config.runtime}"
-        if config.runtime in NATIVE_PYTHON_RUNTIMES:
-            # Private settings of our own runtime; it removes them before user code runs.
-            env["_FAAS_MAX_RESPONSE_BYTES"] = str(self.max_response_bytes)
-        return env
-
-    @staticmethod
-    def _layer_python_paths(config: FunctionConfig, opt: str) -> list[str]:
-        """Lambda's layer paths for Python: the function runtime's and the host's version."""
-        versions = (
-            [config.runtime.removeprefix("python")] if config.runtime.startswith("python") else []
-        )
-        host = f"{sys.version_info.major}.{sys.version_info.minor}"
-        versions += [host] if host not in versions else []
-        return [
-            *(f"{opt}/python/lib/python{version}/site-packages" for version in versions),
-            f"{opt}/python",
-        ]
+        """The process environment of one execution environment (lambda_env.py)."""
+        return self._variables.variables(config, stream_name, opt_path, initialization_type)
 
     def _argv(self, config: FunctionConfig, code_directory: str, opt_path: str | None) -> list[str]:
         if config.runtime in NATIVE_PYTHON_RUNTIMES:
@@ -304,12 +362,17 @@ class Launcher:
         cgroup: EnvironmentCgroup,
         runtime_api: str | None = None,
         opt_path: str | None = None,
-        initialization_type: str = "on-demand",
+        initialization_type: str = ON_DEMAND,
     ) -> LaunchedRuntime:
         """Start a runtime for ``config`` with its code in ``code_directory``.
 
         With ``runtime_api`` (``host:port``) the runtime reaches the node over the Runtime
-        API; without it, the native Python runtime gets a frame socket.
+        API; without it, the native Python runtime gets a frame socket. A native Python
+        runtime is forked from the zygote when it can be, else exec'd like the others.
+
+        Args:
+            initialization_type: AWS_LAMBDA_INITIALIZATION_TYPE (``on-demand`` unless the
+                pool starts it for provisioned concurrency).
 
         Raises:
             InitFailed: the runtime cannot be started (no bootstrap, no Node.js).
@@ -317,25 +380,108 @@ class Launcher:
         stream_name = log_stream_name(config.version)
         env = self.environment_variables(config, stream_name, opt_path, initialization_type)
         env["LAMBDA_TASK_ROOT"] = code_directory
+        is_native = config.runtime in NATIVE_PYTHON_RUNTIMES
+        if runtime_api is not None:
+            env["AWS_LAMBDA_RUNTIME_API"] = runtime_api
+            if is_native:
+                env["_FAAS_TRANSPORT"] = "runtime-api"
+        if is_native and cgroup.peak_memory_file:
+            env["_FAAS_PEAK_MEMORY_FILE"] = cgroup.peak_memory_file
+        parked = self._forking.take_parked(env_id)
+        server = await self._forking.server_for(config, env, opt_path, runtime_api)
+        if server is not None and self.state is LauncherState.RUNNING:
+            if isinstance(server, Template) and initialization_type == ON_DEMAND:
+                env["AWS_LAMBDA_INITIALIZATION_TYPE"] = SNAP_START
+            try:
+                process, control = await self._fork(
+                    server, config, code_directory, env_id, cgroup, env, opt_path,
+                    has_control=runtime_api is None, parked=parked,
+                )  # fmt: skip
+            except ZygoteUnavailable as exc:
+                log.warning("environment %s starts by exec: %s", env_id, exc)
+                env["AWS_LAMBDA_INITIALIZATION_TYPE"] = initialization_type
+            else:
+                is_inside = parked is not None and process.pid == parked.pid
+                return await self._attached(cgroup, process, control, stream_name, is_inside)
+        if parked is not None:
+            self._forking.discard(parked)  # not to linger in the cgroup the exec'd runtime gets
+        process, control = await self._exec(
+            config, code_directory, env_id, cgroup, env, opt_path, has_control=runtime_api is None
+        )
+        return await self._attached(cgroup, process, control, stream_name)
+
+    async def _fork(
+        self,
+        server: Zygote | Template,
+        config: FunctionConfig,
+        code_directory: str,
+        env_id: str,
+        cgroup: EnvironmentCgroup,
+        env: dict[str, str],
+        opt_path: str | None,
+        *,
+        has_control: bool,
+        parked: ParkedChild | None,
+    ) -> tuple[RuntimeProcess, socket.socket | None]:
+        """Fork the runtime from the zygote (or have ``parked`` become it), or a restored
+        copy from a SnapStart template; the child applies cgroup and isolation itself, and
+        makes its private /tmp.
+
+        Raises:
+            ZygoteUnavailable: it cannot be forked (the caller execs instead).
+        """
+        spec = self._isolation.describe(
+            env_id, config.ephemeral_storage_mb, self.family(config), opt_path
+        )
+        parent_end, child_end = _control_pair() if has_control else (None, None)
+        request = ForkRequest(
+            env={**env, **spec.env},
+            cwd=code_directory,
+            cgroup_procs=cgroup.procs_files,
+            isolation=spec,
+            control=child_end,
+        )
+        try:
+            if isinstance(server, Template):
+                process = await server.spawn(request)
+            else:
+                process = await server.spawn(request, parked)
+        except BaseException:
+            if parent_end is not None:
+                parent_end.close()
+            raise
+        finally:
+            if child_end is not None:
+                child_end.close()
+        return process, parent_end
+
+    async def _exec(
+        self,
+        config: FunctionConfig,
+        code_directory: str,
+        env_id: str,
+        cgroup: EnvironmentCgroup,
+        env: dict[str, str],
+        opt_path: str | None,
+        *,
+        has_control: bool,
+    ) -> tuple[RuntimeProcess, socket.socket | None]:
+        """Exec the runtime through the cgroup and isolation wrappers.
+
+        Raises:
+            InitFailed: the program cannot be started.
+        """
         isolated = await self._isolation.prepare(
             env_id, config.ephemeral_storage_mb, self.family(config), opt_path
         )
-        env.update(isolated.env)
-        argv = cgroup.wrap([*isolated.argv_prefix, *self._argv(config, code_directory, opt_path)])
-        parent_end: socket.socket | None = None
-        child_end: socket.socket | None = None
-        if runtime_api is not None:
-            env["AWS_LAMBDA_RUNTIME_API"] = runtime_api
-            if config.runtime in NATIVE_PYTHON_RUNTIMES:
-                env["_FAAS_TRANSPORT"] = "runtime-api"
-        else:
-            parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        env = {**env, **isolated.env}
+        argv = self._argv(config, code_directory, opt_path)
+        parent_end, child_end = _control_pair() if has_control else (None, None)
+        if child_end is not None:
             env["_FAAS_CONTROL_FD"] = str(child_end.fileno())
-        if config.runtime in NATIVE_PYTHON_RUNTIMES and cgroup.peak_memory_file:
-            env["_FAAS_PEAK_MEMORY_FILE"] = cgroup.peak_memory_file
         try:
             process = await asyncio.create_subprocess_exec(
-                *argv,
+                *cgroup.wrap([*isolated.argv_prefix, *argv]),
                 cwd=code_directory,
                 env=env,
                 pass_fds=(child_end.fileno(),) if child_end is not None else (),
@@ -355,16 +501,36 @@ class Launcher:
         finally:
             if child_end is not None:
                 child_end.close()
-        if parent_end is not None:
-            parent_end.setblocking(False)
+        return process, parent_end
+
+    @staticmethod
+    async def _attached(
+        cgroup: EnvironmentCgroup,
+        process: RuntimeProcess,
+        control: socket.socket | None,
+        stream_name: str,
+        is_inside: bool = False,
+    ) -> LaunchedRuntime:
+        """Wait until the started process is inside its cgroup (or kill it)."""
+        if control is not None:
+            control.setblocking(False)
         try:
-            await cgroup.attach(process.pid)
+            await cgroup.attach(process.pid, is_inside=is_inside)
         except BaseException:
             signal_process_group(process.pid, signal.SIGKILL)
-            if parent_end is not None:
-                parent_end.close()
+            if control is not None:
+                control.close()
             raise
-        return LaunchedRuntime(process, parent_end, stream_name)
+        return LaunchedRuntime(process, control, stream_name)
+
+
+def _discard(output: bytes) -> None:
+    """Output nobody asked for."""
+
+
+def _control_pair() -> tuple[socket.socket, socket.socket]:
+    """The node's and the runtime's ends of a native runtime's frame socket."""
+    return socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
 
 
 def signal_process_group(pid: int, signum: int) -> None:

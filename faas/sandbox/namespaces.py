@@ -7,6 +7,11 @@ starts. Without that privilege, the environment still gets its own directory thr
 ``TMPDIR`` (honoured by Python's ``tempfile`` and most tools). Either way the
 directory is wiped when the environment shuts down. ``prlimit`` applies Lambda's
 1,024 open files and caps any one file at the EphemeralStorage size.
+
+The same isolation comes in two forms: ``prepare`` makes the directory and gives the argv
+prefix that applies it all to an exec'd program; ``describe`` gives the same decisions as
+data (``IsolationSpec``) for a process that applies them itself, such as a child forked by
+the runtime's zygote (which makes the directory too).
 """
 
 from __future__ import annotations
@@ -46,6 +51,34 @@ class IsolatedLaunch:
 
     argv_prefix: tuple[str, ...]
     tmp_directory: Path
+    env: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class IsolationSpec:
+    """One environment's isolation as data: what ``prepare``'s argv prefix would apply.
+
+    Attributes:
+        is_unshared: enter a private mount namespace with ``tmp_directory`` on /tmp
+            (namespace mode); otherwise only ``env`` points TMPDIR at it (tmpdir mode).
+        tmp_directory: the environment's private directory (``prepare`` makes it; a
+            forked child makes it itself, owned by ``user_ids``, mode 0700).
+        keep_paths: paths under the host's /tmp the environment needs, bound at the same
+            place inside the private /tmp before it goes on /tmp.
+        opt_directory: the merged layers, bound read-only on /opt (namespace mode only).
+        user_ids: (uid, gid) to drop to, supplementary groups cleared; None keeps root.
+        max_open_files: RLIMIT_NOFILE, soft and hard.
+        max_file_bytes: RLIMIT_FSIZE, soft and hard: no file beyond EphemeralStorage.
+        env: variables to add to the environment (TMPDIR).
+    """
+
+    is_unshared: bool
+    tmp_directory: Path
+    keep_paths: tuple[str, ...]
+    opt_directory: str | None
+    user_ids: tuple[int, int] | None
+    max_open_files: int
+    max_file_bytes: int
     env: dict[str, str]
 
 
@@ -129,6 +162,28 @@ class Isolation:
         except (OSError, TimeoutError):
             return False
 
+    def describe(
+        self, env_id: str, storage_mb: int, family: str, opt_path: str | None = None
+    ) -> IsolationSpec:
+        """How to isolate the environment, as data; its private /tmp is not made yet (a
+        zygote's child makes it itself, as root, before it drops to the user).
+
+        In a namespace, ``opt_path`` (the merged layers) is mounted read-only at /opt.
+        """
+        directory = self._root / env_id
+        ids = self._ids.get(family)
+        is_unshared = self._mode is IsolationMode.NAMESPACE
+        return IsolationSpec(
+            is_unshared=is_unshared,
+            tmp_directory=directory,
+            keep_paths=tuple(self._keep) if is_unshared else (),
+            opt_directory=opt_path if is_unshared else None,
+            user_ids=ids if is_unshared else None,
+            max_open_files=LAMBDA_MAX_OPEN_FILES,
+            max_file_bytes=storage_mb * 1024 * 1024,
+            env={"TMPDIR": "/tmp" if is_unshared else str(directory)},
+        )
+
     async def prepare(
         self, env_id: str, storage_mb: int, family: str, opt_path: str | None = None
     ) -> IsolatedLaunch:
@@ -136,27 +191,26 @@ class Isolation:
 
         In a namespace, ``opt_path`` (the merged layers) is mounted read-only at /opt.
         """
-        directory = self._root / env_id
-        ids = self._ids.get(family)
-        await asyncio.to_thread(_make_directory, directory, ids)
+        spec = self.describe(env_id, storage_mb, family, opt_path)
+        await asyncio.to_thread(_make_directory, spec.tmp_directory, spec.user_ids)
         limits = [
             "prlimit",
-            f"--nofile={LAMBDA_MAX_OPEN_FILES}:{LAMBDA_MAX_OPEN_FILES}",
-            f"--fsize={storage_mb * 1024 * 1024}",
+            f"--nofile={spec.max_open_files}:{spec.max_open_files}",
+            f"--fsize={spec.max_file_bytes}",
             "--",
         ]
-        if self._mode is IsolationMode.TMPDIR:
+        if not spec.is_unshared:
             has_prlimit = shutil.which("prlimit") is not None
             return IsolatedLaunch(
-                tuple(limits) if has_prlimit else (), directory, {"TMPDIR": str(directory)}
+                tuple(limits) if has_prlimit else (), spec.tmp_directory, spec.env
             )
         prefix = ["unshare", "--mount", "--propagation", "private", "--",
-                  "/bin/sh", "-c", _MOUNT_TMP, "faas-isolate", str(directory), opt_path or "-",
-                  *self._keep, "--"]  # fmt: skip
-        if ids is not None:
-            uid, gid = ids
+                  "/bin/sh", "-c", _MOUNT_TMP, "faas-isolate", str(spec.tmp_directory),
+                  spec.opt_directory or "-", *spec.keep_paths, "--"]  # fmt: skip
+        if spec.user_ids is not None:
+            uid, gid = spec.user_ids
             prefix += ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--"]
-        return IsolatedLaunch(tuple(prefix + limits), directory, {"TMPDIR": "/tmp"})
+        return IsolatedLaunch(tuple(prefix + limits), spec.tmp_directory, spec.env)
 
     async def release(self, env_id: str) -> None:
         """Wipe the environment's /tmp."""

@@ -56,6 +56,8 @@ FUNCTION_TIMEOUT_S = 10
 INVOKE_HANG_S = FUNCTION_TIMEOUT_S + SCALE_WAIT_S + 15
 MAX_PROVISIONED_MB = 384  # keeps provisioned environments from starving on-demand ones
 RUNTIME_MARK = "faas_python_runtime"  # in the command line of every Python runtime process
+ZYGOTE_MARK = "faas_python_runtime.zygote"  # the zygote and its parked children
+SPARE_PREFIX = "spare-"  # cgroups of spare environments, no environment's yet
 
 REASON_RESERVED = "ReservedFunctionConcurrentInvocationLimitExceeded"
 REASON_ACCOUNT = "ConcurrentInvocationLimitExceeded"
@@ -164,10 +166,15 @@ def server_descendants(server: FaasServer) -> list[psutil.Process]:
 
 
 def is_runtime(process: psutil.Process) -> bool:
+    """A runtime process: not the zygote, nor one of its children still parked in a spare
+    environment (both show the zygote's command line until a child becomes a runtime)."""
     try:
-        return any(RUNTIME_MARK in part for part in process.cmdline())
+        cmdline = process.cmdline()
     except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
         return False
+    if any(ZYGOTE_MARK in part for part in cmdline):
+        return False
+    return any(RUNTIME_MARK in part for part in cmdline)
 
 
 def runtime_pids(server: FaasServer) -> set[int]:
@@ -588,7 +595,8 @@ def settled_problems(workout: Workout, uses_cgroups: bool) -> list[str] | None:
     server = workout.server
     before = books(server)
     runtimes = runtime_pids(server)
-    cgroups = {node: {p.name for p in node.iterdir() if p.is_dir()}
+    cgroups = {node: {p.name for p in node.iterdir()
+                      if p.is_dir() and not p.name.startswith(SPARE_PREFIX)}
                for node in workout.node_cgroups}  # fmt: skip
     after = books(server)
     if _signature(before) != _signature(after):

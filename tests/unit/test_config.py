@@ -35,6 +35,20 @@ def test_tuple_settings_parse_from_text() -> None:
     assert config.events.retry_delays_s == (1.0, 2.5)
 
 
+def test_boolean_settings_parse_from_text() -> None:
+    assert load_config({}).sandbox.zygote is True
+    assert load_config({"FAAS_ZYGOTE": "false"}).sandbox.zygote is False
+    assert load_config({}, {"zygote": "yes"}).sandbox.zygote is True
+    with pytest.raises(ConfigError, match="FAAS_ZYGOTE"):
+        load_config({"FAAS_ZYGOTE": "sometimes"})
+
+
+def test_choice_settings_refuse_other_values() -> None:
+    assert load_config({"FAAS_KEEP_ALIVE_POLICY": "adaptive"}).pool.keep_alive_policy == "adaptive"
+    with pytest.raises(ConfigError, match="FAAS_KEEP_ALIVE_POLICY"):
+        load_config({"FAAS_KEEP_ALIVE_POLICY": "forever"})
+
+
 def test_every_setting_is_in_the_table() -> None:
     table = settings_table()
     for setting in SETTINGS:

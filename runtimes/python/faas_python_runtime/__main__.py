@@ -1,59 +1,27 @@
 """Entry point `python -m faas_python_runtime`: init the handler, then serve invokes.
 
-Started by the node with cwd = the function's code directory (LAMBDA_TASK_ROOT) and either
-one end of a connected Unix socket inherited as `_FAAS_CONTROL_FD`, or, without it (or with
-`_FAAS_TRANSPORT=runtime-api`), the Lambda Runtime API at `AWS_LAMBDA_RUNTIME_API`
-(see PROTOCOL.md).
+Started by the node, or forked by the zygote (zygote.py, which then runs this module's code
+as `__main__` just as `python -m` does), with cwd = the function's code directory
+(LAMBDA_TASK_ROOT) and either one end of a connected Unix socket inherited as
+`_FAAS_CONTROL_FD`, or, without it (or with `_FAAS_TRANSPORT=runtime-api`), the Lambda
+Runtime API at `AWS_LAMBDA_RUNTIME_API` (see PROTOCOL.md).
 """
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
-import signal
 import sys
-import threading
 import time
-import traceback
 
+from .boundary import exit_after
 from .errors import UNHANDLED_EXCEPTION_WARNING, error_from_exception, format_error_log
 from .handler_loader import load_handler
 from .invoker import Invoker
 from .output import OutputCapture
-from .settings import RuntimeSettings, TransportKind, kill_own_group, take_settings
-from .transport import Transport, TransportError
-
-PR_SET_PDEATHSIG = 1
-# A real-time signal no handler code is expected to use.
-PARENT_DEATH_SIGNAL_OFFSET = 3
-
-
-def die_with_parent(parent_pid: int) -> None:
-    """Make the whole environment die with the node; exit now if it already has.
-
-    Linux signals us when the node dies (PR_SET_PDEATHSIG). A thread that waits for
-    that signal then SIGKILLs our whole process group, so children a handler started
-    go too, whatever the handler's own thread is doing at that moment.
-    """
-    if sys.platform.startswith("linux"):
-        signum = signal.SIGRTMIN + PARENT_DEATH_SIGNAL_OFFSET
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signum})
-        threading.Thread(
-            target=_kill_group_on_signal, args=(signum,), name="parent-death", daemon=True
-        ).start()
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)
-        except (OSError, AttributeError):
-            pass  # no prctl here: end of file on the socket (or a refused call) still ends us
-    if os.getppid() != parent_pid:
-        os._exit(1)
-
-
-def _kill_group_on_signal(signum: int) -> None:
-    signal.sigwait({signum})
-    kill_own_group()
+from .parent_death import die_with_parent
+from .settings import RuntimeSettings, TransportKind, expected_parent_pid, take_settings
+from .transport import Transport
 
 
 def make_transport(settings: RuntimeSettings) -> Transport:
@@ -90,9 +58,15 @@ def initialise(
     return Invoker(transport, capture, handler, settings.max_response_bytes)
 
 
-def main() -> int:
-    """Run the runtime; returns the exit status."""
-    parent_pid = os.getppid()
+def main(parent_pid: int | None = None) -> int:
+    """Run the runtime; returns the exit status.
+
+    Args:
+        parent_pid: the process whose death ends this environment: the node that exec'd it,
+            or the zygote that forked it (also given as `_FAAS_PARENT_PID`); by default the
+            parent at this moment.
+    """
+    parent_pid = parent_pid or expected_parent_pid()
     settings = take_settings()
     die_with_parent(parent_pid)
     transport = make_transport(settings)
@@ -100,35 +74,16 @@ def main() -> int:
     invoker = initialise(settings, transport, capture)
     if invoker is None:
         return 1
+    if settings.template_fd is not None:
+        from .template import serve_template
+
+        return serve_template(settings, transport, capture, invoker)
     return invoker.serve()
 
 
-def _flush_output_quietly() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass  # the node is gone; nobody is left to read it
-
-
-def run_and_exit() -> None:
+def run_and_exit(parent_pid: int | None = None) -> None:
     """Process boundary: run `main`, flush captured output, exit without lingering threads."""
-    status = 1
-    try:
-        status = main()
-    except SystemExit as exc:  # sys.exit() in user code ends the environment, as on Lambda
-        status = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
-    except ConnectionError:
-        kill_own_group()  # the node is gone: take the handler's children too
-    except TransportError as exc:  # e.g. a 500 from the Runtime API: the runtime must exit
-        sys.stderr.write(f"{exc}\n")
-        status = 1
-    except BaseException:
-        traceback.print_exc()
-        status = 1
-    finally:
-        _flush_output_quietly()
-    os._exit(status)
+    exit_after(lambda: main(parent_pid))
 
 
 if __name__ == "__main__":

@@ -85,6 +85,10 @@ class Channel:
                 return None
             self._unpacker.feed(data)
 
+    def use_peak_memory_file(self, peak_memory_file: str | None) -> None:
+        """Report memory from another cgroup's high-water mark (a restored SnapStart copy)."""
+        self._peak_file = peak_memory_file
+
     def close(self) -> None:
         """Close the socket."""
         self._sock.close()

@@ -14,6 +14,8 @@ CONTROL_FD_VAR = "_FAAS_CONTROL_FD"
 TRANSPORT_VAR = "_FAAS_TRANSPORT"
 MAX_RESPONSE_BYTES_VAR = "_FAAS_MAX_RESPONSE_BYTES"
 PEAK_MEMORY_FILE_VAR = "_FAAS_PEAK_MEMORY_FILE"
+PARENT_PID_VAR = "_FAAS_PARENT_PID"
+TEMPLATE_FD_VAR = "_FAAS_TEMPLATE_FD"
 HANDLER_VAR = "_HANDLER"
 RUNTIME_API_VAR = "AWS_LAMBDA_RUNTIME_API"
 DEFAULT_MAX_RESPONSE_BYTES = 6291556
@@ -49,6 +51,8 @@ class RuntimeSettings:
     handler_name: str
     max_response_bytes: int
     peak_memory_file: str | None = None  # the environment's cgroup high-water mark, in bytes
+    # A SnapStart template (template.py): after Init, fork restored copies on this socket.
+    template_fd: int | None = None
 
     @classmethod
     def take_from(cls, environ: MutableMapping[str, str]) -> RuntimeSettings:
@@ -71,10 +75,18 @@ class RuntimeSettings:
             handler_name=environ.get(HANDLER_VAR, ""),
             max_response_bytes=int(environ.get(MAX_RESPONSE_BYTES_VAR, DEFAULT_MAX_RESPONSE_BYTES)),
             peak_memory_file=environ.get(PEAK_MEMORY_FILE_VAR) or None,
+            template_fd=int(environ[TEMPLATE_FD_VAR]) if environ.get(TEMPLATE_FD_VAR) else None,
         )
         for name in [name for name in environ if name.startswith(PRIVATE_PREFIX)]:
             del environ[name]
         return settings
+
+
+def expected_parent_pid() -> int:
+    """The pid whose death must end us: `_FAAS_PARENT_PID` if set (a zygote names itself, as
+    it may die between our fork and this call), else our parent now."""
+    named = os.environ.get(PARENT_PID_VAR)
+    return int(named) if named else os.getppid()
 
 
 def take_settings() -> RuntimeSettings:
