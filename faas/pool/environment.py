@@ -400,6 +400,27 @@ class Environment:
             raise RuntimeExited(RUNTIME_OUT_OF_MEMORY, error_json(RUNTIME_OUT_OF_MEMORY, message))
         raise RuntimeExited(RUNTIME_EXIT_ERROR, error_json(RUNTIME_EXIT_ERROR, message))
 
+    async def rehearse(self, timeout_s: float) -> None:
+        """Run the native runtime's invoke path once without the handler (PROTOCOL.md:
+        ``rehearse``), so that the first real invoke is as fast as the later ones.
+
+        Other runtimes have no such path and are left as they are. An environment that
+        does not answer in time is killed (and so replaced, if provisioned).
+        """
+        if not isinstance(self._transport, NativeTransport) or self.state is not (
+            EnvironmentState.IDLE
+        ):
+            return
+        request_id = f"rehearsal-{self.env_id}"
+        deadline_ms = int((time.time() + timeout_s) * 1000)
+        with contextlib.suppress(ConnectionResetError):
+            self._transport.send({"t": "rehearse", "id": request_id, "payload": b"{}",
+                                  "deadline_ms": deadline_ms, "arn": "", "trace_id": None,
+                                  "client_context": None, "cognito_identity": None})  # fmt: skip
+        frame = await self._transport.inbox.get(timeout_s)
+        if frame is None or frame.get("t") != "result" or frame.get("id") != request_id:
+            await self._kill(ShutdownReason.FAILURE)
+
     async def peak_memory_kb(self) -> int:
         """High-water memory of the whole environment (its cgroup), in KiB; 0 if unknown."""
         if self._cgroup is None:

@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 _SETTLE_TASK = "settle-extensions"
 _PROVISION_TASK = "provision"
 _TEMPLATE_TASK = "snap-start-template"
+_REHEARSAL_TIMEOUT_S = 2.0
 INITIALIZATION_PROVISIONED = "provisioned-concurrency"
 
 PoolKey = tuple[str, str, str]  # function name, version, revision id
@@ -711,6 +712,7 @@ class PoolManager:
         request_id = env.env_id
         try:
             await self.initialize(env, init_log, request_id)
+            await env.rehearse(_REHEARSAL_TIMEOUT_S)
         except InitFailed as failure:
             if env.is_provisioned:
                 pool.provision_failure = _init_failure_reason(failure)

@@ -114,7 +114,7 @@ class Channel:
             if frame is None:
                 kill_own_group()
             kind = frame.get("t")
-            if kind == "invoke":
+            if kind in ("invoke", "rehearse"):
                 return frame
             if kind == "shutdown":
                 return None

@@ -61,6 +61,11 @@ def unmarshal_event(payload: bytes) -> Any:
         raise FaultError(UNMARSHAL_ERROR, f"Unable to unmarshal input: {exc}") from exc
 
 
+def _rehearsal(event: Any, context: LambdaContext) -> Any:
+    """What a rehearsal runs instead of the handler (PROTOCOL.md: `rehearse`)."""
+    return {"rehearsed": context.aws_request_id, "event": event}
+
+
 class Invoker:
     """Runs invocations one at a time on a warm, already imported handler."""
 
@@ -105,7 +110,9 @@ class Invoker:
             )
             payload = invocation["payload"]
             event = payload if invocation.get("raw_event") else unmarshal_event(payload)
-            response = self._handler(event, context)
+            # A rehearsal runs this whole path once with a no-op in place of the handler.
+            handler = _rehearsal if invocation.get("t") == "rehearse" else self._handler
+            response = handler(event, context)
             body = marshal_response(response)
         except Exception as exc:
             error = error_from_exception(exc, request_id)
