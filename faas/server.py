@@ -87,7 +87,8 @@ class Server:
 
     async def _start_components(self) -> None:
         config = self._config
-        data_dir = config.store.data_dir
+        # Absolute: environments forked from the zygote do not share the node's cwd.
+        data_dir = config.store.data_dir.absolute()
         store = SqliteStore(data_dir / "registry.sqlite3")
         await store.start()
         self._stop_steps.append(("store", store.stop))

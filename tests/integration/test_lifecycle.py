@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import json
 import signal
 import threading
@@ -364,3 +365,24 @@ def test_child_processes_of_a_handler_do_not_outlive_the_environment(
             5,
             what=f"{process.pid} ({'runtime' if process is environment else 'child'}) to die",
         )
+
+
+def test_a_relative_data_directory_serves_python_functions(
+    make_server: ServerFactory, tmp_path: Path
+) -> None:
+    # `make run` passes --data-dir ./.faas: environments forked from the zygote (whose
+    # cwd is not the node's) must still find their code and /tmp.
+    relative = Path(os.path.relpath(tmp_path / "relative-data"))
+    assert not relative.is_absolute()
+    server = make_server(data_dir=relative)
+    client = lambda_client(server)
+    client.create_function(
+        FunctionName="relative",
+        Runtime="python3.12",
+        Role="arn:aws:iam::000000000000:role/faas-test",
+        Handler="app.handler",
+        Code={"ZipFile": make_zip({"app.py": "def handler(event, context):\n    return 'ok'\n"})},
+    )
+    response, payload = invoke_json(client, "relative")
+    assert "FunctionError" not in response, payload
+    assert payload == "ok"
