@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import functools
-import os
 import json
+import os
 import signal
 import threading
 import time
