@@ -11,7 +11,7 @@ from faas.api.body import json_response, read_json_object
 from faas.api.functions import function_listing_limit, paginate
 from faas.api.names import parse_function_name
 from faas.api.services import SERVICES, Services
-from faas.api.validation import bounded_int
+from faas.api.validation import required_int
 from faas.concurrency import ProvisionedState
 from faas.errors import InvalidParameterValueException, ValidationException
 
@@ -47,13 +47,8 @@ async def put_reserved(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     name = _function_name(request, services)
     body = await read_json_object(request)
-    reserved = bounded_int(body, "ReservedConcurrentExecutions",
-                           "reservedConcurrentExecutions", 0, 2**31 - 1)  # fmt: skip
-    if reserved is None:
-        raise ValidationException(
-            "1 validation error detected: Value null at 'reservedConcurrentExecutions' failed "
-            "to satisfy constraint: Member must not be null"
-        )
+    reserved = required_int(body, "ReservedConcurrentExecutions",
+                            "reservedConcurrentExecutions", 0, 2**31 - 1)  # fmt: skip
     await services.concurrency.put_reserved(name, reserved)
     return json_response({"ReservedConcurrentExecutions": reserved})
 
@@ -91,13 +86,8 @@ async def put_provisioned(request: web.Request) -> web.Response:
     name = _function_name(request, services)
     qualifier = _qualifier(request)
     body = await read_json_object(request)
-    requested = bounded_int(body, "ProvisionedConcurrentExecutions",
-                            "provisionedConcurrentExecutions", 1, 2**31 - 1)  # fmt: skip
-    if requested is None:
-        raise ValidationException(
-            "1 validation error detected: Value null at 'provisionedConcurrentExecutions' "
-            "failed to satisfy constraint: Member must not be null"
-        )
+    requested = required_int(body, "ProvisionedConcurrentExecutions",
+                             "provisionedConcurrentExecutions", 1, 2**31 - 1)  # fmt: skip
     state = await services.concurrency.put_provisioned(name, qualifier, requested)
     return json_response(_provisioned_shape(services, state, listed=False), status=202)
 

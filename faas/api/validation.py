@@ -57,6 +57,32 @@ def bounded_int(body: Mapping[str, Any], key: str, member: str, low: int, high: 
     return value
 
 
+def required_int(body: Mapping[str, Any], key: str, member: str, low: int, high: int) -> int:
+    """``bounded_int`` for a member the operation cannot do without."""
+    value = bounded_int(body, key, member, low, high)
+    if value is None:
+        raise ValidationException(
+            f"1 validation error detected: Value null at '{member}' failed to satisfy "
+            "constraint: Member must not be null"
+        )
+    return value
+
+
+def _member_choice(
+    body: Mapping[str, Any], key: str, name: str, member: str, allowed: tuple[str, ...]
+) -> str | None:
+    """``body[key][name]`` if given, checked to be one of ``allowed`` (Lambda's enum error)."""
+    container = _object(body, key)
+    if container is None or container.get(name) is None:
+        return None
+    value = container[name]
+    if value not in allowed:
+        raise _constraint(
+            value, member, f"Member must satisfy enum value set: [{', '.join(allowed)}]"
+        )
+    return str(value)
+
+
 def _str(body: Mapping[str, Any], key: str, member: str, max_len: int) -> str | None:
     if key not in body or body[key] is None:
         return None
@@ -248,36 +274,21 @@ def _optional_settings(body: Mapping[str, Any]) -> dict[str, Any]:
         size = bounded_int(storage, "Size", "ephemeralStorage.size", 512, 10240)
         if size is not None:
             fields["ephemeral_storage_mb"] = size
-    tracing = _object(body, "TracingConfig")
-    if tracing is not None and tracing.get("Mode") is not None:
-        if tracing["Mode"] not in ("Active", "PassThrough"):
-            raise _constraint(
-                tracing["Mode"],
-                "tracingConfig.mode",
-                "Member must satisfy enum value set: [Active, PassThrough]",
-            )
-        fields["tracing_mode"] = tracing["Mode"]
+    tracing = _member_choice(body, "TracingConfig", "Mode", "tracingConfig.mode",
+                             ("Active", "PassThrough"))  # fmt: skip
+    if tracing is not None:
+        fields["tracing_mode"] = tracing
     dead_letter = _object(body, "DeadLetterConfig")
     if dead_letter is not None:
         fields["dead_letter_target_arn"] = str(dead_letter.get("TargetArn") or "")
-    logging_config = _object(body, "LoggingConfig")
-    if logging_config is not None and logging_config.get("LogFormat") is not None:
-        if logging_config["LogFormat"] not in ("JSON", "Text"):
-            raise _constraint(
-                logging_config["LogFormat"],
-                "loggingConfig.logFormat",
-                "Member must satisfy enum value set: [JSON, Text]",
-            )
-        fields["log_format"] = logging_config["LogFormat"]
-    snap_start = _object(body, "SnapStart")
-    if snap_start is not None and snap_start.get("ApplyOn") is not None:
-        if snap_start["ApplyOn"] not in ("PublishedVersions", "None"):
-            raise _constraint(
-                snap_start["ApplyOn"],
-                "snapStart.applyOn",
-                "Member must satisfy enum value set: [PublishedVersions, None]",
-            )
-        fields["snap_start"] = snap_start["ApplyOn"]
+    log_format = _member_choice(body, "LoggingConfig", "LogFormat", "loggingConfig.logFormat",
+                                ("JSON", "Text"))  # fmt: skip
+    if log_format is not None:
+        fields["log_format"] = log_format
+    snap_start = _member_choice(body, "SnapStart", "ApplyOn", "snapStart.applyOn",
+                                ("PublishedVersions", "None"))  # fmt: skip
+    if snap_start is not None:
+        fields["snap_start"] = snap_start
     tags = _object(body, "Tags")
     if tags is not None:
         fields["tags"] = {str(k): str(v) for k, v in tags.items()}

@@ -140,6 +140,13 @@ def test_reserved_concurrency_errors(shared: FaasServer) -> None:
     assert negative.value.code == 400
     assert negative.value.headers["x-amzn-ErrorType"].startswith("ValidationException")
     request = urllib.request.Request(
+        f"{shared.url}/2017-10-31/functions/{name}/concurrency", data=b"{}", method="PUT"
+    )
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(request, timeout=10)
+    assert missing.value.code == 400
+    assert b"Value null at 'reservedConcurrentExecutions'" in missing.value.read()
+    request = urllib.request.Request(
         f"{shared.url}/2017-10-31/functions/{name}/concurrency", data=b"{not json", method="PUT"
     )
     with pytest.raises(urllib.error.HTTPError) as malformed:
