@@ -317,7 +317,9 @@ def invoke_once(workout: Workout, client: Any, rng: random.Random) -> None:
         workout.fail(f"{what} took {ended - started:.1f}s")
     with workout.state_lock:
         epoch_after, reserved_after = fn.epoch, fn.reserved
-        reserve_changed = fn.reserve_changes != reserve_changes
+        # Changes count twice (before the call and once it returned): an odd count at the
+        # start means one was in flight, already applied by the node or not.
+        reserve_changed = fn.reserve_changes != reserve_changes or reserve_changes % 2 == 1
         recently_killed = any(started - 5 <= t <= ended for t in fn.kill_times)
     deleted_meanwhile = epoch % 2 == 1 or epoch_after != epoch
 
