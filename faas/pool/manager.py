@@ -149,7 +149,6 @@ class PoolManager:
         "_stray_output",
         "_templates",
         "_workers",
-        "prewarmed",
     )
 
     def __init__(
@@ -187,7 +186,6 @@ class PoolManager:
             config.keep_alive_bin_s,
             config.keep_alive_bins,
         )
-        self.prewarmed = 0  # environments the adaptive keep-alive started ahead
         self._init_seconds: dict[tuple[str, str], float] = {}  # recent Init time per version
         # SnapStart versions whose template is being started or runs.
         self._templates: set[tuple[str, str, str]] = set()
@@ -483,9 +481,9 @@ class PoolManager:
         budget = self._memory_budget_mb
         if memory_mb > budget:
             return False
-        stopping_mb = sum(env.config.memory_mb for env in self._stopping)
         if self._committed_mb + memory_mb <= budget:
             return True
+        stopping_mb = sum(env.config.memory_mb for env in self._stopping)
         evictable = sorted(
             (env for other in self._pools.values() if other is not pool for env in other.idle),
             key=lambda env: env.last_used,
@@ -804,7 +802,6 @@ class PoolManager:
         created = self._try_create(pool, ahead=True)
         log.debug("pre-warming %s:%s: %s", pool.config.name, pool.config.version, created)
         if isinstance(created, Environment):
-            self.prewarmed += 1
             self._track(asyncio.create_task(self._provision(pool, created), name=_PROVISION_TASK))
 
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import functools
 import os
+import select
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,8 +50,13 @@ class ParkedChild:
 
     @property
     def is_waiting(self) -> bool:
-        """Alive (as far as the node knows) and not yet handed over."""
-        return self._pidfd is not None and self.returncode is None
+        """Alive and not yet handed over. The pidfd is asked directly (it turns readable
+        when the child exits), so a child that just died counts as gone even before the
+        zygote's exit report arrives."""
+        if self._pidfd is None or self.returncode is not None:
+            return False
+        readable, _, _ = select.select([self._pidfd], [], [], 0)
+        return not readable
 
     @property
     def pidfd(self) -> int:

@@ -51,6 +51,5 @@ def test_fixed_policy_keeps_environments_warm(make_server: ServerFactory) -> Non
     client = lambda_client(server)
     create_function(client, "kept", SLEEPER)
     pid = invoke_json(client, "kept")[1]["pid"]
-    time.sleep(0.5)
     assert [env["pid"] for env in environments(server, "kept")] == [pid]
     assert invoke_json(client, "kept")[1]["pid"] == pid

@@ -556,9 +556,13 @@ def test_repointing_under_load_never_fails(server: FaasServer, fn: str) -> None:
     loaders = 4
     clients = [lambda_client(server) for _ in range(loaders)]
 
+    running = [threading.Event() for _ in range(loaders)]
+
     def load(index: int) -> list[Any]:
         outcomes: list[Any] = []
         while not stop.is_set():
+            if outcomes:
+                running[index].set()
             try:
                 response, payload = invoke_json(clients[index], fn, Qualifier="flip")
             except Exception as exc:  # every failure is an outcome to report
@@ -578,7 +582,8 @@ def test_repointing_under_load_never_fails(server: FaasServer, fn: str) -> None:
     with ThreadPoolExecutor(loaders) as pool:
         futures = [pool.submit(load, index) for index in range(loaders)]
         try:
-            time.sleep(0.3)
+            for event in running:  # every loader is invoking before the first repoint
+                assert event.wait(30), "a loader never got an answer"
             for target in targets:
                 client.update_alias(FunctionName=fn, Name="flip", FunctionVersion=target)
                 response, _ = invoke_json(client, fn, Qualifier="flip")

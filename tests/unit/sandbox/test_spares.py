@@ -101,7 +101,6 @@ async def test_a_spare_whose_child_died_is_not_handed_out(launcher: Launcher) ->
     for pid, _ in launcher.spare_environments:
         os.kill(pid, signal.SIGKILL)
     await wait_until(lambda: all(is_gone(pid) for pid, _ in launcher.spare_environments))
-    await asyncio.sleep(0.1)  # the zygote's exit reports arrive
     cgroup = await launcher.create_cgroup(CONFIG, "env1")
     assert not cgroup.env_id.startswith("spare-") and cgroup.env_id == "env1"
     await cgroup.remove()
