@@ -88,12 +88,25 @@ class StoreConfig:
 
 @dataclass(frozen=True, slots=True)
 class EventsConfig:
-    """The async invoke dispatcher."""
+    """Asynchronous invocation, event source mappings and schedules."""
 
     dispatch_concurrency: int = 32
     poll_interval_s: float = 1.0
     retry_delays_s: tuple[float, ...] = (60.0, 120.0)
     max_event_age_s: float = 21600.0
+    # Throttles and node-side faults: exponential backoff between these bounds.
+    throttle_backoff_min_s: float = 1.0
+    throttle_backoff_max_s: float = 300.0
+    # Where SQS ARNs (mapping sources, dead-letter and destination targets) are reached;
+    # empty: boto3's own endpoint resolution.
+    sqs_endpoint_url: str = ""
+    # Empty: the event queue lives in the embedded SQLite store; postgresql://...: shared.
+    event_queue_url: str = ""
+    # Backoff bounds of a mapping's poller while its broker is unreachable.
+    poller_backoff_min_s: float = 0.5
+    poller_backoff_max_s: float = 30.0
+    # How often the scheduler checks for due rules.
+    schedule_tick_s: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +199,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("events", "dispatch_concurrency", int, "Event invokes run at once", 1),
     Setting("events", "retry_delays_s", _float_tuple, "waits before retries of a failed event"),
     Setting("events", "max_event_age_s", float, "age after which an event is dropped", 1),
+    Setting("events", "throttle_backoff_min_s", float, "first wait after a throttled event", 0),
+    Setting("events", "throttle_backoff_max_s", float, "longest wait after a throttled event", 0),
+    Setting("events", "sqs_endpoint_url", str, "endpoint for SQS ARNs (empty: AWS's own)"),
+    Setting("events", "event_queue_url", str, "postgresql:// URL of a shared event queue"),
+    Setting("events", "poller_backoff_min_s", float, "first reconnect wait of a poller", 0),
+    Setting("events", "poller_backoff_max_s", float, "longest reconnect wait of a poller", 0),
+    Setting("events", "schedule_tick_s", float, "how often schedules are checked", 0.01),
 )
 
 
