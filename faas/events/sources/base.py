@@ -34,6 +34,25 @@ class SourceUnavailable(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class SourceSpec:
+    """What a source is built from: the mapping's source address and its settings.
+
+    Each source module offers ``validate(spec) -> None`` (raising ``ValueError`` with a
+    message fit for an InvalidParameterValueException, without touching the network)
+    and ``open_source(spec) -> EventSource`` (not yet connected: ``start`` connects).
+    """
+
+    address: str  # EventSourceArn: arn:aws:sqs:..., redis://..., amqp://..., nats://...
+    mapping_uuid: str  # names the consumer group / durable consumer / consumer
+    function_name: str
+    region: str
+    account_id: str
+    starting_position: str = "LATEST"  # streams: TRIM_HORIZON | LATEST
+    batch_size: int = 10
+    sqs_endpoint_url: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class SourceRecord:
     """One record as received: its Lambda event shape and what settling it needs."""
 
