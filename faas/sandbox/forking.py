@@ -9,6 +9,9 @@ fork it: a template of its version first, else the zygote, else none (exec). A f
 refused for an environment whose start-up-only variables differ from the zygote's, and
 for one whose layers bring native libraries (lib/): the dynamic loader of a fork read
 LD_LIBRARY_PATH, and noted which of its folders exist, when the zygote started.
+
+The zygote starts in the background (its imports take about 100 ms, which the node's
+start-up does not wait for); an environment asked for meanwhile waits for it.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from faas.sandbox.namespaces import Isolation, IsolationMode
 from faas.sandbox.runtimes import NATIVE_PYTHON_RUNTIMES
 from faas.sandbox.spares import SparePool
 from faas.sandbox.template import Template, TemplateState, TemplateUnavailable
-from faas.sandbox.zygote import Zygote, ZygoteState, ZygoteUnavailable, fork_unavailable_reason
+from faas.sandbox.zygote import Zygote, ZygoteState, fork_unavailable_reason
 from faas.sandbox.zygote_requests import ForkRequest, ParkedChild
 
 log = logging.getLogger(__name__)
@@ -46,8 +49,8 @@ class Forking:
             on the spot, which costs an RCU grace period on an idle node).
     """
 
-    __slots__ = ("_cgroups", "_isolation", "_parked", "_spare_count", "_spares", "_templates",
-                 "_zygote", "is_running")  # fmt: skip
+    __slots__ = ("_cgroups", "_isolation", "_parked", "_spare_count", "_spares", "_starting",
+                 "_templates", "_zygote", "is_running")  # fmt: skip
 
     def __init__(
         self,
@@ -64,34 +67,49 @@ class Forking:
         # Environments whose cgroup came from a spare: the child parked in it, until launch.
         self._parked: dict[str, ParkedChild] = {}
         self._templates: dict[VersionKey, Template] = {}
+        self._starting: asyncio.Task[None] | None = None
         self.is_running = False
 
     async def start(self) -> None:
-        """Start the zygote and the spares; if this node cannot fork, log why (and exec)."""
+        """Begin starting the zygote and the spares in the background; if this node cannot
+        fork, log why (and exec)."""
         if self._zygote is None:
             return
         reason = fork_unavailable_reason()
-        if reason is None:
-            try:
-                await self._zygote.start()
-            except ZygoteUnavailable as exc:
-                reason = str(exc)
         if reason is not None:
-            log.warning("python environments start by exec, not fork: %s", reason)
-            self._zygote = None
+            self._give_up_forking(reason)
             return
         self.is_running = True
-        if self._spare_count > 0:
+        self._starting = asyncio.create_task(self._start_zygote(self._zygote), name="zygote")
+
+    async def _start_zygote(self, zygote: Zygote) -> None:
+        try:
+            await zygote.start()
+        except Exception as exc:  # task boundary: whatever went wrong, exec instead
+            self._give_up_forking(str(exc) or type(exc).__name__)
+            return
+        if self._spare_count > 0 and self.is_running:
             is_unshared = self._isolation.mode is IsolationMode.NAMESPACE
             self._spares = SparePool(
-                self._zygote, self._cgroups, self._spare_count, is_unshared=is_unshared
+                zygote, self._cgroups, self._spare_count, is_unshared=is_unshared
             )
             self._spares.start()
+
+    def _give_up_forking(self, reason: str) -> None:
+        log.warning("python environments start by exec, not fork: %s", reason)
+        self._zygote = None
+        self.is_running = False
+
+    async def _zygote_started(self) -> None:
+        """Return once the zygote's start has ended (ready, or given up on)."""
+        if self._starting is not None and not self._starting.done():
+            await asyncio.shield(self._starting)
 
     async def stop(self) -> None:
         """Stop the templates, the spares and the zygote (environments they forked should
         be stopped first: they end with them)."""
         self.is_running = False
+        await self._zygote_started()  # bounded by the zygote's own start timeout
         templates, self._templates = self._templates, {}
         for template in templates.values():
             await template.stop()
@@ -172,6 +190,7 @@ class Forking:
     async def _zygote_for(
         self, config: FunctionConfig, env: Mapping[str, str], opt_path: str | None
     ) -> Zygote | None:
+        await self._zygote_started()
         zygote = self._zygote
         if zygote is None or not self.is_running or zygote.state is ZygoteState.STOPPED:
             return None

@@ -113,10 +113,13 @@ class Isolation:
         if os.geteuid() == 0 and await self._namespaces_work():
             self._mode = IsolationMode.NAMESPACE
             if self._run_as:
-                for family, paths in needed_paths.items():
-                    ids = await self._usable_ids(family, paths)
-                    if ids is not None:
-                        self._ids[family] = ids
+                families = list(needed_paths)
+                found = await asyncio.gather(
+                    *(self._usable_ids(family, needed_paths[family]) for family in families)
+                )
+                self._ids.update(
+                    (family, ids) for family, ids in zip(families, found, strict=True) if ids
+                )
         log.info(
             "environment isolation: %s; as user %r: %s",
             self._mode.value,
@@ -134,20 +137,25 @@ class Isolation:
             log.warning("user %r does not exist: environments run as root", self._run_as)
             return None
         ids = (entry.pw_uid, entry.pw_gid)
-        for path in needed_paths:
-            # Readable, and searchable if a directory (a plain file needs no execute bit).
-            probe = await asyncio.create_subprocess_exec(
-                "setpriv", f"--reuid={ids[0]}", f"--regid={ids[1]}", "--clear-groups", "--",
-                "/bin/sh", "-c", 'test -r "$1" && { test ! -d "$1" || test -x "$1"; }',
-                "faas-probe", path,
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        if not needed_paths:
+            return ids
+        # Readable, and searchable if a directory (a plain file needs no execute bit); one
+        # probe for every path, which prints the first one the user cannot reach.
+        probe = await asyncio.create_subprocess_exec(
+            "setpriv", f"--reuid={ids[0]}", f"--regid={ids[1]}", "--clear-groups", "--",
+            "/bin/sh", "-c",
+            'for p; do test -r "$p" && { test ! -d "$p" || test -x "$p"; } '
+            '|| { printf %s "$p"; exit 1; }; done',
+            "faas-probe", *needed_paths,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        unreachable, _ = await probe.communicate()
+        if probe.returncode != 0:
+            log.warning(
+                "%s environments run as the node's user: %s is not reachable by user %r",
+                family, unreachable.decode(errors="replace"), self._run_as,
             )  # fmt: skip
-            if await probe.wait() != 0:
-                log.warning(
-                    "%s environments run as the node's user: %s is not reachable by user %r",
-                    family, path, self._run_as,
-                )  # fmt: skip
-                return None
+            return None
         return ids
 
     async def _namespaces_work(self) -> bool:
