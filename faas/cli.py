@@ -13,7 +13,7 @@ from pathlib import Path
 
 import uvloop
 
-from faas import __version__, deploy_cli
+from faas import __version__, deploy_cli, dlq_cli, schedule_cli
 from faas.bundles import deploy_directory
 from faas.config import SETTINGS, Config, ConfigError, load_config, settings_table
 from faas.logs import configure_logging
@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="INFO", help="the node's own log level")
     commands.add_parser("settings", help="print the configuration table (Markdown)")
     deploy_cli.add_parser(commands)
+    dlq_cli.add_parser(commands)
+    schedule_cli.add_parser(commands)
     bench = commands.add_parser(
         "bench", help="run a load benchmark scenario (see bench/README.md)", add_help=False
     )
@@ -126,6 +128,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.command == "deploy-alias":
         sys.exit(deploy_cli.run(args))
+    if args.command == "dlq":
+        sys.exit(dlq_cli.run(args))
+    if args.command == "schedule":
+        sys.exit(schedule_cli.run(args))
     if args.command == "bench":
         from bench.cli import main as bench_main
 

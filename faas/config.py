@@ -133,6 +133,12 @@ def _float_tuple(text: str) -> tuple[float, ...]:
     return tuple(float(part) for part in text.split(",") if part.strip())
 
 
+def _event_queue_url(text: str) -> str:
+    if text and not text.startswith(("postgresql://", "postgres://")):
+        raise ValueError("expected a postgresql:// URL (or empty for the embedded queue)")
+    return text
+
+
 @dataclass(frozen=True, slots=True)
 class Setting:
     """One declared setting: where it lives in Config and how to read it from text."""
@@ -202,7 +208,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("events", "throttle_backoff_min_s", float, "first wait after a throttled event", 0),
     Setting("events", "throttle_backoff_max_s", float, "longest wait after a throttled event", 0),
     Setting("events", "sqs_endpoint_url", str, "endpoint for SQS ARNs (empty: AWS's own)"),
-    Setting("events", "event_queue_url", str, "postgresql:// URL of a shared event queue"),
+    Setting("events", "event_queue_url", _event_queue_url, "postgresql:// URL of a shared queue"),
     Setting("events", "poller_backoff_min_s", float, "first reconnect wait of a poller", 0),
     Setting("events", "poller_backoff_max_s", float, "longest reconnect wait of a poller", 0),
     Setting("events", "schedule_tick_s", float, "how often schedules are checked", 0.01),

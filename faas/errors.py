@@ -8,6 +8,7 @@
     │   ├── ResourceNotFoundException      no such function or qualifier (404)
     │   ├── ResourceConflictException      exists already, or in use (409)
     │   ├── PreconditionFailedException    stale RevisionId (412)
+    │   ├── ResourceInUseException         an event source mapping in transition (400)
     │   ├── RequestTooLargeException       payload over the limit (413)
     │   ├── UnsupportedMediaTypeException  (415)
     │   ├── TooManyRequestsException       throttled (429, with Reason)
@@ -97,6 +98,12 @@ class ProvisionedConcurrencyConfigNotFoundException(ApiError):
 class PreconditionFailedException(ApiError):
     status = 412
     error_type = "PreconditionFailedException"
+
+
+class ResourceInUseException(ApiError):
+    status = 400
+    error_type = "ResourceInUseException"
+    message_key = "Message"
 
 
 class RequestTooLargeException(ApiError):

@@ -26,6 +26,12 @@ from faas.concurrency import ConcurrencyControl
 from faas.config import Config
 from faas.deployments import DeploymentManager, hook_invoker
 from faas.events.async_invoke import AsyncInvokeDispatcher
+from faas.events.destinations import DestinationDelivery
+from faas.events.intake import EventIntake
+from faas.events.invoke_configs import InvokeConfigs
+from faas.events.mappings.manager import MappingManager
+from faas.events.outcomes import OutcomeDelivery
+from faas.events.scheduler import Scheduler
 from faas.layers import LayerCatalog
 from faas.observe.logs import LogSink
 from faas.observe.metrics import Metrics
@@ -36,7 +42,11 @@ from faas.runtime_api.server import RuntimeApiServer
 from faas.sandbox.cgroups import CgroupManager
 from faas.sandbox.launcher import Launcher
 from faas.sandbox.namespaces import Isolation
+from faas.store.async_configs import SqliteAsyncInvocationStore
+from faas.store.base import EventQueue
 from faas.store.code import CodeLimits, CodeStore
+from faas.store.mappings import SqliteMappingStore
+from faas.store.schedules import SqliteScheduleStore
 from faas.store.sqlite import SqliteStore
 from faas.versions import VersionCatalog
 
@@ -92,6 +102,17 @@ class Server:
         store = SqliteStore(data_dir / "registry.sqlite3")
         await store.start()
         self._stop_steps.append(("store", store.stop))
+        event_queue: EventQueue = store
+        if config.events.event_queue_url:  # shared by several nodes instead of the embedded one
+            # Imported here: asyncpg adds ~50 ms to the start of nodes that never use it.
+            from faas.store.postgres_queue import PostgresEventQueue, load_node_id
+
+            shared_queue = PostgresEventQueue(
+                config.events.event_queue_url, await load_node_id(data_dir)
+            )
+            await shared_queue.start()
+            self._stop_steps.append(("event queue", shared_queue.stop))
+            event_queue = shared_queue
         code = CodeStore(
             data_dir / "code",
             CodeLimits(
@@ -157,9 +178,22 @@ class Server:
         metrics.add_gauge("faas_concurrent_executions_total", "Busy environments, all functions",
                           lambda: pool.concurrent_executions)  # fmt: skip
         invoker = Invoker(config.pool, pool, sink, metrics)
+        async_store = SqliteAsyncInvocationStore(store)
+        intake = EventIntake(event_queue, metrics)
+        destinations = DestinationDelivery(config.api, config.events, versions, intake, async_store)
+        await destinations.start()
+        self._stop_steps.append(("destinations", destinations.stop))
+        invoke_configs = InvokeConfigs(async_store, versions)
+        await invoke_configs.start()
+        self._stop_steps.append(("event invoke configs", invoke_configs.stop))
+        catalog.add_listener(invoke_configs.function_changed)
+        versions.add_alias_listener(invoke_configs.alias_changed)
         dispatcher = AsyncInvokeDispatcher(
-            config.events, store, catalog, versions, invoker, metrics
-        )
+            config.events, queue=event_queue, intake=intake, catalog=catalog, versions=versions,
+            invoker=invoker, metrics=metrics, policies=invoke_configs,
+            outcomes=OutcomeDelivery(event_queue, destinations, catalog, metrics),
+            reserved_of=pool.limits.reserved,
+        )  # fmt: skip
         await dispatcher.start()
         self._stop_steps.append(("dispatcher", lambda: dispatcher.stop(self._drain_timeout_s())))
         concurrency = ConcurrencyControl(store, catalog, versions, pool)
@@ -173,9 +207,20 @@ class Server:
         )  # fmt: skip
         await deployments.start()
         self._stop_steps.append(("deployments", deployments.stop))
+        scheduler = Scheduler(config.events, SqliteScheduleStore(store), intake.submit, metrics,
+                              config.api.region, config.api.account_id)  # fmt: skip
+        await scheduler.start()
+        self._stop_steps.append(("scheduler", scheduler.stop))
+        mappings = MappingManager(config, SqliteMappingStore(store), catalog, versions, invoker,
+                                  destinations, metrics)  # fmt: skip
+        await mappings.start()
+        self._stop_steps.append(("mappings", lambda: mappings.stop(self._drain_timeout_s())))
+        catalog.add_listener(mappings.function_changed)
         app = build_app(
             Services(config, catalog, invoker, dispatcher, pool, metrics, layers, versions,
-                     deployments, concurrency)
+                     deployments, concurrency, scheduler=scheduler,
+                     destinations=destinations, invoke_configs=invoke_configs,
+                     dead_letters=async_store, mappings=mappings)
         )  # fmt: skip
         runner = web.AppRunner(
             app,

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import boto3
 import pytest
@@ -82,6 +82,12 @@ class MotoServer:
         )
 
 
+def _drain(stream: IO[str]) -> None:
+    """Read ``stream`` to its end (the process exited), then close it."""
+    with stream:
+        stream.read()
+
+
 def start_moto() -> tuple[subprocess.Popen[str], MotoServer]:
     """Start ``moto_server`` on an ephemeral port; return the process and its endpoint."""
     process = subprocess.Popen(
@@ -101,7 +107,7 @@ def start_moto() -> tuple[subprocess.Popen[str], MotoServer]:
         match = _MOTO_LISTENING.search(line)
         if match:
             # Keep draining its output so the server never blocks on a full pipe.
-            threading.Thread(target=process.stdout.read, daemon=True).start()
+            threading.Thread(target=_drain, args=(process.stdout,), daemon=True).start()
             return process, MotoServer(f"http://127.0.0.1:{match.group(1)}")
     process.kill()
     process.wait(10)

@@ -4,10 +4,25 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from faas.api import aliases, concurrency, deployments, functions, invoke, layers, operations
+from faas.api import (
+    aliases,
+    concurrency,
+    deployments,
+    dlq,
+    event_invoke_configs,
+    event_source_mappings,
+    functions,
+    invoke,
+    layers,
+    operations,
+    schedules,
+)
 from faas.api.middleware import lambda_errors
 from faas.api.services import SERVICES, Services
 
+_EVENT_INVOKE_CONFIG = "/2019-09-25/functions/{name}/event-invoke-config"
+_EVENT_SOURCE_MAPPINGS = "/2015-03-31/event-source-mappings"
+_EVENT_SOURCE_MAPPING = _EVENT_SOURCE_MAPPINGS + "/{uuid}"
 # Zips arrive base64-encoded inside JSON: 50 MB of zip is about 67 MB of body.
 _MAX_BODY_BYTES = 80 * 1024 * 1024
 
@@ -57,6 +72,31 @@ def build_app(services: Services) -> web.Application:
             web.get("/faas/v1/deployments", deployments.list_deployments),
             web.get("/faas/v1/deployments/{id}", deployments.get_deployment),
             web.post("/faas/v1/deployments/{id}/stop", deployments.stop_deployment),
+            web.post("/faas/v1/schedules", schedules.create_schedule),
+            web.get("/faas/v1/schedules", schedules.list_schedules),
+            web.get("/faas/v1/schedules/{name}", schedules.get_schedule),
+            web.put("/faas/v1/schedules/{name}", schedules.update_schedule),
+            web.delete("/faas/v1/schedules/{name}", schedules.delete_schedule),
+            web.put(_EVENT_INVOKE_CONFIG, event_invoke_configs.put_event_invoke_config),
+            web.post(_EVENT_INVOKE_CONFIG, event_invoke_configs.update_event_invoke_config),
+            web.get(_EVENT_INVOKE_CONFIG, event_invoke_configs.get_event_invoke_config),
+            web.delete(_EVENT_INVOKE_CONFIG, event_invoke_configs.delete_event_invoke_config),
+            web.get(
+                _EVENT_INVOKE_CONFIG + "/list", event_invoke_configs.list_event_invoke_configs
+            ),
+            web.get("/faas/v1/dlq/{queue}", dlq.list_dead_letters),
+            web.post("/faas/v1/dlq/{queue}/redrive", dlq.redrive_dead_letters),
+            web.post(_EVENT_SOURCE_MAPPINGS, event_source_mappings.create_event_source_mapping),
+            web.post(
+                _EVENT_SOURCE_MAPPINGS + "/", event_source_mappings.create_event_source_mapping
+            ),
+            web.get(_EVENT_SOURCE_MAPPINGS, event_source_mappings.list_event_source_mappings),
+            web.get(
+                _EVENT_SOURCE_MAPPINGS + "/", event_source_mappings.list_event_source_mappings
+            ),
+            web.get(_EVENT_SOURCE_MAPPING, event_source_mappings.get_event_source_mapping),
+            web.put(_EVENT_SOURCE_MAPPING, event_source_mappings.update_event_source_mapping),
+            web.delete(_EVENT_SOURCE_MAPPING, event_source_mappings.delete_event_source_mapping),
             web.get("/faas/code/{sha256}.zip", functions.download_code),
             web.get("/2018-10-31/layers", layers.list_layers),
             web.get("/2018-10-31/layers/", layers.list_layers),

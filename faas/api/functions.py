@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from faas.api.body import json_response, read_json_object
+from faas.api.dlq import check_dead_letter_target
 from faas.api.middleware import caller_of
 from faas.api.names import FunctionRef, is_latest, parse_function_name
 from faas.api.services import SERVICES, Services
@@ -65,6 +66,7 @@ async def create_function(request: web.Request) -> web.Response:
     if ref.qualifier is not None:
         raise InvalidParameterValueException("A qualifier is not allowed in CreateFunction.")
     fields = configuration_fields(body, creating=True)
+    check_dead_letter_target(services, ref.name, fields.get("dead_letter_target_arn", ""))
     zip_bytes = decode_zip(body.get("Code") if isinstance(body.get("Code"), dict) else None, True)
     assert zip_bytes is not None
     config = await services.catalog.create({"name": ref.name, **fields}, zip_bytes)
@@ -159,6 +161,7 @@ async def update_configuration(request: web.Request) -> web.Response:
     _require_unqualified(ref)
     services.catalog.get(ref.name)
     fields = configuration_fields(body, creating=False)
+    check_dead_letter_target(services, ref.name, fields.get("dead_letter_target_arn", ""))
     if "Environment" in body and "environment" not in fields:
         fields["environment"] = {}
     config = await services.catalog.update_configuration(ref.name, fields, body.get("RevisionId"))

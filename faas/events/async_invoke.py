@@ -1,11 +1,23 @@
-"""The async invoke dispatcher: lease queued events, run them, ack, retry or drop.
+"""The async invoke dispatcher: lease queued events, run them, then ack, retry or give up.
 
 Design notes: an Event invoke is acknowledged only after the store holds it, and
-leaves the store only after it ran (or was given up on), so a crash at any point
-leads to a re-run, never to silence (at-least-once). A function error consumes
-one of the retry attempts, waiting ``retry_delays_s`` between them; a throttle
-or a node-side fault puts the event back with a short backoff without consuming
-an attempt, until the event is older than ``max_event_age_s``.
+leaves the store only after it ran (or was given up on and handed to its
+dead-letter target and destinations), so a crash at any point leads to a re-run,
+never to silence (at-least-once). Each event is governed by the policy of the
+qualifier it was invoked with (``InvokeConfigs.policy_for``):
+
+- a function error uses one of ``MaximumRetryAttempts`` (default 2); retry *n*
+  waits ``retry_delays_s[n-1]`` (the last delay repeats), 60 s then 120 s by default;
+  an empty ``retry_delays_s`` turns retries off on the whole node;
+- a throttle or a node-side fault returns the event to the queue without using an
+  attempt, after ``throttle_backoff_min_s * 2**k`` capped at ``throttle_backoff_max_s``
+  (k = throttles since it last ran, kept in the queue row so restarts keep the
+  backoff);
+- an event older than its maximum age (``MaximumEventAgeInSeconds``, default
+  21,600 s, never more than the node's ``max_event_age_s``) is given up with
+  ``EventAgeExceeded``; a retry that would come after that age is given up at once;
+- with reserved concurrency 0 an event is given up at once with ``RetriesExhausted``
+  (no retries, as on Lambda).
 """
 
 from __future__ import annotations
@@ -15,11 +27,15 @@ import contextlib
 import enum
 import logging
 import time
+from collections.abc import Callable
 
 from faas.catalog import FunctionCatalog
 from faas.config import EventsConfig
-from faas.errors import ApiError, ResourceNotFoundException
-from faas.models import LATEST, InvocationRequest
+from faas.errors import ApiError, PlatformError, ResourceNotFoundException
+from faas.events.intake import EventIntake
+from faas.events.invoke_configs import AsyncPolicy, InvokeConfigs
+from faas.events.outcomes import STATUS_THROTTLED, Condition, Outcome, OutcomeDelivery
+from faas.models import LATEST, FunctionConfig, InvocationRequest, InvocationResult
 from faas.observe.metrics import Metrics
 from faas.pool.invoker import Invoker
 from faas.store.base import EventQueue, QueuedEvent
@@ -28,7 +44,12 @@ from faas.versions import VersionCatalog
 log = logging.getLogger(__name__)
 
 _LEASE_MARGIN_S = 60.0
-_THROTTLE_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
+_MAX_TIMEOUT_S = 900.0
+# Dead-letter ErrorMessage of an event given up without running.
+_EXPIRED = "The event expired before the function could run it (throttled or queued too long)."
+_RESERVED_0 = (
+    "The function's reserved concurrency is 0 (ReservedFunctionConcurrentInvocationLimitExceeded)."
+)
 
 
 class DispatcherState(enum.Enum):
@@ -43,36 +64,45 @@ class AsyncInvokeDispatcher:
     __slots__ = (
         "_catalog",
         "_config",
+        "_intake",
         "_invoker",
         "_loop_task",
         "_metrics",
+        "_outcomes",
+        "_policies",
         "_queue",
+        "_reserved_of",
         "_running",
         "_state",
-        "_throttle_counts",
         "_versions",
-        "_wake",
     )
 
     def __init__(
         self,
         config: EventsConfig,
+        *,
         queue: EventQueue,
+        intake: EventIntake,
         catalog: FunctionCatalog,
         versions: VersionCatalog,
         invoker: Invoker,
         metrics: Metrics,
+        policies: InvokeConfigs,
+        outcomes: OutcomeDelivery,
+        reserved_of: Callable[[str], int | None],
     ) -> None:
         self._config = config
         self._queue = queue
+        self._intake = intake
         self._catalog = catalog
         self._versions = versions
         self._invoker = invoker
         self._metrics = metrics
-        self._wake = asyncio.Event()
+        self._policies = policies
+        self._outcomes = outcomes
+        self._reserved_of = reserved_of  # a function's reserved concurrency, if it has one
         self._running: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
-        self._throttle_counts: dict[str, int] = {}
         self._state = DispatcherState.NEW
 
     async def start(self) -> None:
@@ -100,9 +130,7 @@ class AsyncInvokeDispatcher:
 
     async def submit(self, event: QueuedEvent) -> None:
         """Store ``event`` durably, then wake the dispatcher; returns once it is durable."""
-        await self._queue.enqueue(event)
-        self._metrics.async_events_received.labels(event.function_name).inc()
-        self._wake.set()
+        await self._intake.submit(event)
 
     async def _dispatch_loop(self) -> None:
         while True:
@@ -110,18 +138,14 @@ class AsyncInvokeDispatcher:
             if free <= 0:
                 await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
                 continue
-            events = await self._queue.lease(free, self._lease_s(), time.time())
+            self._intake.arm()
+            events = await self._queue.lease(free, _MAX_TIMEOUT_S + _LEASE_MARGIN_S, time.time())
             for event in events:
                 task = asyncio.create_task(self._run_guarded(event))
                 self._running.add(task)
                 task.add_done_callback(self._running.discard)
             if len(events) < free:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._config.poll_interval_s)
-
-    def _lease_s(self) -> float:
-        return 900.0 + _LEASE_MARGIN_S
+                await self._intake.wait_for_submission(self._config.poll_interval_s)
 
     async def _run_guarded(self, event: QueuedEvent) -> None:
         try:
@@ -133,18 +157,24 @@ class AsyncInvokeDispatcher:
 
     async def _run(self, event: QueuedEvent) -> None:
         now = time.time()
-        age_s = now - event.enqueued_at
-        if age_s > self._config.max_event_age_s:
-            await self._drop(event, "EventAgeExceeded")
-            return
         qualifier = None if event.qualifier == LATEST else event.qualifier
         try:
             resolved = self._versions.resolve(event.function_name, qualifier)
-            function = resolved.config
         except ResourceNotFoundException:
-            await self._drop(event, "FunctionDeleted")
+            await self._outcomes.discard(event, "FunctionDeleted")
             return
-        self._metrics.async_event_age.labels(event.function_name).observe(age_s)
+        function = resolved.config
+        policy = self._policies.policy_for(function.name, event.qualifier, function.version)
+        expires_at = event.enqueued_at + min(policy.event_age_s, self._config.max_event_age_s)
+        if now >= expires_at:
+            outcome = self._unanswered(Condition.EVENT_AGE_EXCEEDED, function, event, _EXPIRED)
+            await self._outcomes.finish(event, policy, outcome, now)
+            return
+        if self._reserved_of(function.name) == 0:
+            outcome = self._unanswered(Condition.RETRIES_EXHAUSTED, function, event, _RESERVED_0)
+            await self._outcomes.finish(event, policy, outcome, now)
+            return
+        self._metrics.async_event_age.labels(event.function_name).observe(now - event.enqueued_at)
         request = InvocationRequest(
             request_id=event.request_id,
             function=function,
@@ -156,26 +186,59 @@ class AsyncInvokeDispatcher:
         )
         try:
             result = await self._invoker.invoke(request)
-        except ApiError as fault:  # throttled or node-side: retry without using an attempt
-            throttles = self._throttle_counts.get(event.request_id, 0)
-            self._throttle_counts[event.request_id] = throttles + 1
-            delay = _THROTTLE_BACKOFF_S[min(throttles, len(_THROTTLE_BACKOFF_S) - 1)]
-            log.info("async event %s deferred %.0fs: %s", event.request_id, delay, fault)
-            await self._queue.retry(event.request_id, time.time() + delay, event.attempts)
+        except (ApiError, PlatformError) as fault:  # throttled or node-side: not an attempt
+            await self._defer(event, fault, expires_at)
             return
-        self._throttle_counts.pop(event.request_id, None)
-        if not result.is_error:
-            await self._queue.ack(event.request_id)
-            return
-        attempts = event.attempts + 1
-        if attempts > len(self._config.retry_delays_s):
-            await self._drop(event, "RetriesExhausted")
-            return
-        delay = self._config.retry_delays_s[attempts - 1]
-        await self._queue.retry(event.request_id, time.time() + delay, attempts)
+        await self._settle(event, policy, function, result, expires_at)
 
-    async def _drop(self, event: QueuedEvent, condition: str) -> None:
-        log.warning("async event %s dropped: %s", event.request_id, condition)
-        self._metrics.async_events_dropped.labels(event.function_name).inc()
-        self._throttle_counts.pop(event.request_id, None)
-        await self._queue.ack(event.request_id)
+    async def _settle(
+        self,
+        event: QueuedEvent,
+        policy: AsyncPolicy,
+        function: FunctionConfig,
+        result: InvocationResult,
+        expires_at: float,
+    ) -> None:
+        """After a run: done, retry after the next delay, or give up."""
+        attempts = event.attempts + 1
+        now = time.time()
+        if not result.is_error:
+            outcome = Outcome(Condition.SUCCESS, function, attempts, result)
+            await self._outcomes.finish(event, policy, outcome, now)
+            return
+        if attempts > policy.retry_attempts or not self._config.retry_delays_s:
+            outcome = Outcome(Condition.RETRIES_EXHAUSTED, function, attempts, result)
+            await self._outcomes.finish(event, policy, outcome, now)
+            return
+        retry_at = now + self._retry_delay_s(attempts)
+        if retry_at >= expires_at:
+            outcome = Outcome(Condition.EVENT_AGE_EXCEEDED, function, attempts, result)
+            await self._outcomes.finish(event, policy, outcome, now)
+            return
+        await self._queue.retry(event.request_id, retry_at, attempts, throttles=0)
+
+    def _retry_delay_s(self, attempts: int) -> float:
+        """The wait before retry number ``attempts`` (1-based); the last delay repeats."""
+        delays = self._config.retry_delays_s
+        return delays[min(attempts, len(delays)) - 1]
+
+    def _throttle_delay_s(self, throttles: int) -> float:
+        """Exponential backoff after ``throttles`` earlier throttles since the last run."""
+        low, high = self._config.throttle_backoff_min_s, self._config.throttle_backoff_max_s
+        return float(min(high, low * 2 ** min(throttles, 32)))
+
+    async def _defer(self, event: QueuedEvent, fault: Exception, expires_at: float) -> None:
+        delay_s = self._throttle_delay_s(event.throttles)
+        # Never later than its expiry: it is given up then, not an interval after.
+        visible_at = min(time.time() + delay_s, expires_at)
+        log.info("async event %s deferred %.1fs: %s", event.request_id, delay_s, fault)
+        await self._queue.retry(
+            event.request_id, visible_at, event.attempts, throttles=event.throttles + 1
+        )
+
+    @staticmethod
+    def _unanswered(
+        condition: Condition, function: FunctionConfig, event: QueuedEvent, reason: str
+    ) -> Outcome:
+        """The outcome of an event given up without a (new) response from the function."""
+        return Outcome(condition, function, event.attempts, None, STATUS_THROTTLED, reason)

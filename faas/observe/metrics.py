@@ -44,12 +44,19 @@ class Metrics:
         "async_events_received",
         "cold_starts",
         "concurrent_executions",
+        "dead_letter_errors",
+        "destination_delivery_failures",
         "duration",
         "errors",
+        "event_source_batches",
+        "event_source_iterator_age",
+        "event_source_records",
+        "event_source_records_discarded",
         "init_duration",
         "invocations",
         "provisioned_spillover",
         "registry",
+        "schedule_invocations",
         "throttles",
         "versions",
     )
@@ -101,6 +108,36 @@ class Metrics:
         self.async_event_age = Histogram(
             "faas_async_event_age_seconds", "Time from enqueue to each invoke attempt",
             ["function"], buckets=_DURATION_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.dead_letter_errors = Counter(
+            "faas_dead_letter_errors", "Failed events that could not be sent to the dead-letter "
+            "target", ["function"], registry=r,
+        )  # fmt: skip
+        self.destination_delivery_failures = Counter(
+            "faas_destination_delivery_failures", "Invocation records that could not be sent to "
+            "their destination", ["function"], registry=r,
+        )  # fmt: skip
+        self.schedule_invocations = Counter(
+            "faas_schedule_invocations", "Event invokes enqueued by scheduled rules", ["rule"],
+            registry=r,
+        )  # fmt: skip
+        self.event_source_records = Counter(
+            "faas_event_source_records", "Records received by event source mappings",
+            ["mapping", "function"], registry=r,
+        )  # fmt: skip
+        self.event_source_batches = Counter(
+            "faas_event_source_batches", "Batches event source mappings handed to functions, "
+            "by outcome (ok, partial, failed, not_invoked)", ["mapping", "function", "outcome"],
+            registry=r,
+        )  # fmt: skip
+        self.event_source_records_discarded = Counter(
+            "faas_event_source_records_discarded", "Stream records a mapping gave up on",
+            ["mapping", "function"], registry=r,
+        )  # fmt: skip
+        self.event_source_iterator_age = Gauge(
+            "faas_event_source_iterator_age_seconds", "Age of the newest record of a mapping's "
+            "last batch when its processing finished (Lambda's IteratorAge)",
+            ["mapping", "function"], registry=r,
         )  # fmt: skip
 
     def add_gauge(self, name: str, help_text: str, read: Callable[[], float]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -19,6 +20,8 @@ class QueuedEvent:
     enqueued_at: float
     attempts: int = 0  # function-error attempts already made
     trace_id: str = ""
+    # Throttles and node-side faults met since the event last ran: its backoff grows with them.
+    throttles: int = 0
 
 
 class FunctionRegistry(Protocol):
@@ -144,8 +147,12 @@ class EventQueue(Protocol):
         """The event is done (succeeded or dropped); remove it."""
         ...
 
-    async def retry(self, request_id: str, visible_at: float, attempts: int) -> None:
-        """Release a leased event to run again at ``visible_at``."""
+    async def retry(
+        self, request_id: str, visible_at: float, attempts: int, throttles: int = 0
+    ) -> None:
+        """Release a leased event to run again at ``visible_at``, recording its ``attempts``
+        (function errors so far) and ``throttles`` (throttles and node faults since it last
+        ran); both come back in the QueuedEvent the next ``lease`` returns."""
         ...
 
     async def release_all_leases(self) -> None:
@@ -155,3 +162,42 @@ class EventQueue(Protocol):
     async def depth(self) -> int:
         """How many events wait or run."""
         ...
+
+
+class InvokeConfigRegistry(Protocol):
+    """Event invoke configs (PutFunctionEventInvokeConfig) as opaque JSON records."""
+
+    async def load_invoke_configs(self) -> list[tuple[str, str, bytes]]:
+        """Every stored (function name, qualifier, record)."""
+        ...
+
+    async def save_invoke_config(self, function_name: str, qualifier: str, record: bytes) -> None:
+        """Insert or replace the record of (function, qualifier)."""
+        ...
+
+    async def delete_invoke_config(self, function_name: str, qualifier: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One message of a dead-letter queue kept in the store."""
+
+    queue: str
+    message_id: str
+    body: bytes
+    attributes: Mapping[str, str]
+    sent_at: float
+
+
+class DeadLetterStore(Protocol):
+    """The store's own dead-letter queues, oldest message first."""
+
+    async def put_dead_letter(self, letter: DeadLetter) -> None:
+        """Return only once the message is durable."""
+        ...
+
+    async def list_dead_letters(self, queue: str, limit: int) -> list[DeadLetter]: ...
+
+    async def count_dead_letters(self, queue: str) -> int: ...
+
+    async def delete_dead_letter(self, queue: str, message_id: str) -> None: ...

@@ -168,6 +168,7 @@ class SqliteStore:
             await conn.execute(
                 "DELETE FROM provisioned_concurrency WHERE function_name = ?", (name,)
             )
+            await conn.execute("DELETE FROM event_invoke_configs WHERE function_name = ?", (name,))
             await conn.execute("COMMIT")
         except BaseException:
             await conn.execute("ROLLBACK")
@@ -259,6 +260,10 @@ class SqliteStore:
         await self.conn.execute(
             "DELETE FROM functions WHERE name = ? AND version = ?", (function_name, version)
         )
+        await self.conn.execute(
+            "DELETE FROM event_invoke_configs WHERE function_name = ? AND qualifier = ?",
+            (function_name, version),
+        )
 
     async def load_aliases(self) -> list[AliasConfig]:
         query = "SELECT config FROM aliases"
@@ -295,6 +300,10 @@ class SqliteStore:
     async def delete_alias(self, function_name: str, name: str) -> None:
         await self.conn.execute(
             "DELETE FROM aliases WHERE function_name = ? AND name = ?", (function_name, name)
+        )
+        await self.conn.execute(
+            "DELETE FROM event_invoke_configs WHERE function_name = ? AND qualifier = ?",
+            (function_name, name),
         )
 
     async def code_hashes_in_use(self) -> set[str]:
@@ -415,7 +424,7 @@ class SqliteStore:
                 " SELECT seq FROM events WHERE visible_at <= ?"
                 " AND (lease_until IS NULL OR lease_until <= ?) ORDER BY visible_at, seq LIMIT ?)"
                 " RETURNING request_id, function_name, qualifier, payload, enqueued_at, attempts,"
-                " trace_id",
+                " trace_id, throttles",
                 (now + lease_s, now, now, limit),
             ) as cursor,
         ):
@@ -429,6 +438,7 @@ class SqliteStore:
                 enqueued_at=float(row[4]),
                 attempts=int(row[5]),
                 trace_id=str(row[6]),
+                throttles=int(row[7]),
             )
             for row in rows
         ]
@@ -436,11 +446,13 @@ class SqliteStore:
     async def ack(self, request_id: str) -> None:
         await self.conn.execute("DELETE FROM events WHERE request_id = ?", (request_id,))
 
-    async def retry(self, request_id: str, visible_at: float, attempts: int) -> None:
+    async def retry(
+        self, request_id: str, visible_at: float, attempts: int, throttles: int = 0
+    ) -> None:
         await self.conn.execute(
-            "UPDATE events SET visible_at = ?, attempts = ?, lease_until = NULL"
+            "UPDATE events SET visible_at = ?, attempts = ?, throttles = ?, lease_until = NULL"
             " WHERE request_id = ?",
-            (visible_at, attempts, request_id),
+            (visible_at, attempts, throttles, request_id),
         )
 
     async def release_all_leases(self) -> None:

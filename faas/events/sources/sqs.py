@@ -1,0 +1,258 @@
+"""The SQS source: long-poll an SQS-compatible queue, delete what succeeded.
+
+Design notes: the queue is named by its ARN, ``arn:aws:sqs:<region>:<account>:<name>``,
+and reached at ``EventsConfig.sqs_endpoint_url`` (empty: AWS's own endpoint for the
+region); its URL comes from ``GetQueueUrl`` and is looked up again after any error,
+in case the queue was recreated.
+
+boto3 is synchronous, so every call runs on a worker thread. The source owns its
+own small thread pool rather than borrowing asyncio's default one: a long poll
+holds a thread for its whole wait, and several mappings polling at once must not
+starve the rest of the node (DNS lookups, other ``to_thread`` users). A long poll
+is cut into slices of at most ``LONG_POLL_SLICE_S`` so that ``stop`` returns within
+one slice instead of waiting out a 20-second ReceiveMessage.
+
+Settling follows Lambda: ``ack`` deletes (DeleteMessageBatch); ``release`` does
+nothing, so a failed message reappears once its visibility timeout ends. That
+timeout is the retry delay, and the queue's own redrive policy (``maxReceiveCount``)
+moves a poison message to its dead-letter queue after enough receives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import math
+import re
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from faas.events.sources.base import SourceKind, SourceRecord, SourceSpec, SourceUnavailable
+
+LONG_POLL_SLICE_S = 2
+# SQS limits: at most 10 messages per ReceiveMessage / DeleteMessageBatch, a 20 s long poll.
+_MAX_RECEIVE = 10
+_MAX_WAIT_S = 20
+_MAX_THREADS = 16
+_ARN = re.compile(
+    r"arn:aws[a-zA-Z-]*:sqs:([a-z]{2}(?:-gov)?-[a-z]+-\d):(\d{12}):([a-zA-Z0-9_-]{1,80})"
+)
+_FIFO_SUFFIX = ".fifo"
+# Record attributes Lambda passes on (FIFO queues add the last three).
+_ATTRIBUTES = (
+    "ApproximateReceiveCount",
+    "SentTimestamp",
+    "SenderId",
+    "ApproximateFirstReceiveTimestamp",
+    "AWSTraceHeader",
+    "SequenceNumber",
+    "MessageGroupId",
+    "MessageDeduplicationId",
+)
+
+
+def parse_arn(address: str) -> tuple[str, str, str]:
+    """(region, account id, queue name) of an SQS queue ARN.
+
+    Raises:
+        ValueError: ``address`` is not an SQS queue ARN.
+    """
+    name = address.rsplit(":", 1)[-1]
+    base = address[: -len(_FIFO_SUFFIX)] if name.endswith(_FIFO_SUFFIX) else address
+    match = _ARN.fullmatch(base)
+    if match is None:
+        raise ValueError(
+            f"{address} is not an SQS queue ARN (arn:aws:sqs:<region>:<account-id>:<queue-name>)."
+        )
+    return match.group(1), match.group(2), name
+
+
+def is_fifo(address: str) -> bool:
+    return address.endswith(_FIFO_SUFFIX)
+
+
+def validate(spec: SourceSpec) -> None:
+    """Raises ValueError unless ``spec.address`` is an SQS queue ARN."""
+    parse_arn(spec.address)
+
+
+def open_source(spec: SourceSpec) -> SqsSource:
+    return SqsSource(spec)
+
+
+def _message_attribute(value: dict[str, Any]) -> dict[str, Any]:
+    """An SQS MessageAttributeValue in the lower-camel shape of Lambda's SQS event."""
+    shape: dict[str, Any] = {}
+    if "StringValue" in value:
+        shape["stringValue"] = value["StringValue"]
+    if "BinaryValue" in value:
+        shape["binaryValue"] = base64.b64encode(value["BinaryValue"]).decode()
+    shape["stringListValues"] = list(value.get("StringListValues", []))
+    shape["binaryListValues"] = [
+        base64.b64encode(item).decode() for item in value.get("BinaryListValues", [])
+    ]
+    shape["dataType"] = value.get("DataType", "String")
+    return shape
+
+
+class SqsSource:
+    """One SQS queue, polled on the source's own worker threads."""
+
+    kind = SourceKind.QUEUE
+
+    __slots__ = ("_account_id", "_client", "_executor", "_queue_name", "_queue_url", "_region",
+                 "_spec", "_stopping")  # fmt: skip
+
+    def __init__(self, spec: SourceSpec) -> None:
+        self._spec = spec
+        self._region, self._account_id, self._queue_name = parse_arn(spec.address)
+        self._executor: ThreadPoolExecutor | None = None
+        self._client: Any = None  # a botocore client; botocore is untyped
+        self._queue_url: str | None = None
+        self._stopping = threading.Event()  # read by worker threads between long-poll slices
+
+    async def _call(self, function: Any, *args: Any) -> Any:
+        if self._executor is None:
+            raise RuntimeError("SQS source is not started")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+    async def start(self) -> None:
+        """Build the client and resolve the queue URL.
+
+        Raises:
+            SourceUnavailable: the endpoint is unreachable or the queue does not exist.
+        """
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(_MAX_THREADS, thread_name_prefix="faas-sqs")
+        self._stopping.clear()
+        if self._client is None:
+            self._client = await self._call(_make_client, self._region, self._spec.sqs_endpoint_url)
+        await self._call(self._resolve_url)
+
+    async def stop(self) -> None:
+        """Stop polling; waits at most one long-poll slice for worker threads to finish."""
+        self._stopping.set()
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            await asyncio.to_thread(executor.shutdown, True, cancel_futures=True)
+        client, self._client = self._client, None
+        if client is not None:
+            await asyncio.to_thread(client.close)
+
+    async def receive(self, max_records: int, wait_s: float) -> list[SourceRecord]:
+        messages = await self._call(self._receive_blocking, max_records, wait_s)
+        return [self._record(message) for message in messages]
+
+    async def ack(self, records: Sequence[SourceRecord]) -> None:
+        """Delete the messages (DeleteMessageBatch, ten at a time).
+
+        Raises:
+            SourceUnavailable: a delete request failed (the messages will come back).
+        """
+        for start in range(0, len(records), _MAX_RECEIVE):
+            chunk = records[start : start + _MAX_RECEIVE]
+            await self._call(self._delete_blocking, [str(record.token) for record in chunk])
+
+    async def release(self, records: Sequence[SourceRecord]) -> None:
+        """Nothing to do: the messages reappear when their visibility timeout ends."""
+
+    def event(self, records: Sequence[SourceRecord]) -> dict[str, Any]:
+        return {"Records": [record.shape for record in records]}
+
+    # --- worker-thread side ----------------------------------------------------------------
+
+    def _resolve_url(self) -> str:
+        if self._queue_url is None:
+            try:
+                response = self._client.get_queue_url(
+                    QueueName=self._queue_name, QueueOwnerAWSAccountId=self._account_id
+                )
+            except Exception as exc:  # botocore raises many types; all mean "not reachable now"
+                raise SourceUnavailable(f"SQS queue {self._queue_name}: {exc}") from exc
+            self._queue_url = str(response["QueueUrl"])
+        return self._queue_url
+
+    def _receive_blocking(self, max_records: int, wait_s: float) -> list[dict[str, Any]]:
+        url = self._resolve_url()
+        deadline = time.monotonic() + min(wait_s, _MAX_WAIT_S)
+        while True:
+            remaining = deadline - time.monotonic()
+            # WaitTimeSeconds is whole seconds: round up so a short wait never spins.
+            slice_s = 0 if remaining <= 0 else min(LONG_POLL_SLICE_S, math.ceil(remaining))
+            try:
+                response = self._client.receive_message(
+                    QueueUrl=url,
+                    MaxNumberOfMessages=max(1, min(_MAX_RECEIVE, max_records)),
+                    WaitTimeSeconds=slice_s,
+                    MessageSystemAttributeNames=["All"],
+                    MessageAttributeNames=["All"],
+                )
+            except Exception as exc:  # botocore raises many types; all mean "not reachable now"
+                self._queue_url = None  # the queue may have been deleted and recreated
+                raise SourceUnavailable(f"SQS queue {self._queue_name}: {exc}") from exc
+            messages: list[dict[str, Any]] = response.get("Messages", [])
+            if messages or remaining <= slice_s or self._stopping.is_set():
+                return messages
+
+    def _delete_blocking(self, receipt_handles: list[str]) -> None:
+        url = self._resolve_url()
+        entries = [
+            {"Id": str(index), "ReceiptHandle": handle}
+            for index, handle in enumerate(receipt_handles)
+        ]
+        try:
+            response = self._client.delete_message_batch(QueueUrl=url, Entries=entries)
+        except Exception as exc:  # botocore raises many types; all mean "not reachable now"
+            self._queue_url = None
+            raise SourceUnavailable(f"SQS queue {self._queue_name}: {exc}") from exc
+        failed = response.get("Failed") or []
+        if failed:
+            raise SourceUnavailable(
+                f"SQS queue {self._queue_name}: {len(failed)} deletes failed: "
+                + "; ".join(str(entry.get("Message", entry.get("Code"))) for entry in failed)
+            )
+
+    def _record(self, message: dict[str, Any]) -> SourceRecord:
+        attributes = message.get("Attributes", {})
+        shape = {
+            "messageId": message["MessageId"],
+            "receiptHandle": message["ReceiptHandle"],
+            "body": message.get("Body", ""),
+            "attributes": {key: attributes[key] for key in _ATTRIBUTES if key in attributes},
+            "messageAttributes": {
+                name: _message_attribute(value)
+                for name, value in message.get("MessageAttributes", {}).items()
+            },
+            "md5OfBody": message.get("MD5OfBody", ""),
+            "eventSource": "aws:sqs",
+            "eventSourceARN": self._spec.address,
+            "awsRegion": self._region,
+        }
+        sent_ms = attributes.get("SentTimestamp")
+        arrived_at = int(sent_ms) / 1000 if sent_ms else time.time()
+        return SourceRecord(message["MessageId"], shape, arrived_at, message["ReceiptHandle"])
+
+
+def _make_client(region: str, endpoint_url: str) -> Any:
+    """A boto3 SQS client (built on a worker thread: it reads files and takes ~50 ms)."""
+    # Imported here: only nodes with an SQS mapping pay for loading boto3.
+    import boto3
+    from botocore.config import Config
+
+    session = boto3.session.Session()
+    credentials: dict[str, str] = {}
+    if endpoint_url and session.get_credentials() is None:
+        # A local SQS-compatible endpoint needs a signature but accepts any key.
+        credentials = {"aws_access_key_id": "faas", "aws_secret_access_key": "faas"}
+    return session.client(
+        "sqs",
+        region_name=region,
+        endpoint_url=endpoint_url or None,
+        # The read timeout must outlast a long-poll slice.
+        config=Config(connect_timeout=5, read_timeout=LONG_POLL_SLICE_S + 10,
+                      retries={"max_attempts": 2, "mode": "standard"}),
+        **credentials,
+    )  # fmt: skip
