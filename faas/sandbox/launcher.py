@@ -50,6 +50,7 @@ from faas.sandbox.runtimes import (
     NODEJS_RUNTIMES,
     node_executable,
 )
+from faas.sandbox.scheduling import enter_batch_class
 from faas.sandbox.template import Template, TemplateUnavailable
 from faas.sandbox.zygote import Zygote, ZygoteUnavailable
 from faas.sandbox.zygote_requests import ForkRequest, ParkedChild
@@ -311,6 +312,7 @@ class Launcher:
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
         )
+        enter_batch_class(process.pid)
         await cgroup.attach(process.pid)
         return process
 
@@ -453,6 +455,7 @@ class Launcher:
         finally:
             if child_end is not None:
                 child_end.close()
+        enter_batch_class(process.pid)
         return process, parent_end
 
     async def _exec(
@@ -501,6 +504,7 @@ class Launcher:
         finally:
             if child_end is not None:
                 child_end.close()
+        enter_batch_class(process.pid)
         return process, parent_end
 
     @staticmethod

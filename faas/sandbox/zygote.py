@@ -32,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from faas.sandbox.fork_channel import ForkChannel, ZygoteUnavailable
 from faas.sandbox.forked_process import ForkedProcess
 from faas.sandbox.lambda_env import base_environment
+from faas.sandbox.scheduling import enter_batch_class
 from faas.sandbox.zygote_requests import ForkRequest, ParkedChild
 
 log = logging.getLogger(__name__)
@@ -238,6 +239,7 @@ class Zygote:
             raise ZygoteUnavailable(f"cannot start the zygote: {exc}") from exc
         finally:
             zygote_end.close()
+        enter_batch_class(self._process.pid)  # every environment it forks inherits it
         channel = ForkChannel(node_end, self._request_timeout_s, self._on_lost)
         self._channel = channel
         self.state = ZygoteState.RUNNING
