@@ -13,7 +13,7 @@ unavailable.
 
 ``receive`` is a pull ``fetch``. ``ack`` publishes ``+ACK`` and ``release``
 ``-NAK`` to each message's reply subject over the current connection, then
-flushes: once the server's PONG is back it has processed them. An ack that cannot
+flushes: once the server's PONG is back it has received them. An ack that cannot
 be sent is kept and sent after the next reconnect (a reply subject is not tied to
 a connection), so a finished record is not delivered again unless ``ack_wait_s``
 ran out first. While a batch is in flight (received, not yet acked or nak'ed),
@@ -216,7 +216,7 @@ class NatsJetStreamSource:
                 messages = await session.subscription.fetch(
                     batch=max_records, timeout=max(wait_s, _MIN_FETCH_S)
                 )
-        except nats.errors.TimeoutError:
+        except TimeoutError:  # nats.errors.TimeoutError, or asyncio's from deep in fetch
             return []
         except _BROKER_FAULTS as exc:
             await self._drop_session()

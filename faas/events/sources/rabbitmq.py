@@ -181,8 +181,11 @@ class RabbitMqSource:
 
     async def _ensure_session(self) -> _Session:
         async with self._session_lock:
-            if self._session is not None and not self._session.connection.is_closed:
-                return self._session
+            session = self._session
+            if session is not None and not (
+                session.connection.is_closed or session.channel.is_closed
+            ):
+                return session
             await self._drop_session()
             try:
                 self._session = await self._open_session()

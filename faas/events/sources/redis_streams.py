@@ -43,9 +43,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from faas.events.sources.base import SourceKind, SourceRecord, SourceSpec, SourceUnavailable
 from faas.events.sources.broker_common import (
@@ -67,7 +65,9 @@ _DEFAULT_CLAIM_IDLE_MS = 30_000
 _COMMAND_TIMEOUT_S = 10.0
 _CONNECT_TIMEOUT_S = 5.0
 _DATA_FIELD = b"data"
-_CONNECTION_FAULTS = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
+# Lost connections, timeouts, and server errors such as NOGROUP (the stream or group was
+# deleted, or Redis lost its data: the next call makes them again), WRONGTYPE, NOAUTH.
+_REDIS_FAULTS = (RedisError, OSError, TimeoutError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +169,7 @@ class RedisStreamSource:
         client = self._new_client()
         try:
             await self._recover(client)
-        except (*_CONNECTION_FAULTS, RedisError) as exc:
+        except _REDIS_FAULTS as exc:
             await client.aclose()
             raise self._unavailable(exc) from exc
         self._client = client
@@ -194,9 +194,7 @@ class RedisStreamSource:
                 entries = await self._claim_stale(client, max_records)
             if not entries:
                 entries = await self._read_new(client, max_records, wait_s)
-        except (*_CONNECTION_FAULTS, RedisError) as exc:
-            # Besides lost connections: NOGROUP (the stream or group was deleted, or Redis
-            # lost its data; the next call makes them again), WRONGTYPE, NOAUTH.
+        except _REDIS_FAULTS as exc:
             raise self._unavailable(exc) from exc
         records = [self._record(entry_id, fields) for entry_id, fields in entries]
         self._in_flight.update(record.item_id for record in records)
@@ -212,7 +210,7 @@ class RedisStreamSource:
         try:
             async with asyncio.timeout(_COMMAND_TIMEOUT_S):
                 await client.xack(self._address.stream, self._group, *ids)
-        except (*_CONNECTION_FAULTS, RedisError) as exc:
+        except _REDIS_FAULTS as exc:
             self._acks_owed.update(ids)
             self._needs_recovery = True
             log.warning(
