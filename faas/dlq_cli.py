@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import urllib.error
+import sys
 import urllib.parse
-import urllib.request
 from typing import Any
+
+from faas.node_client import NodeCallError, call_node
 
 _TIMEOUT_S = 60.0
 
@@ -27,24 +28,8 @@ def add_parser(commands: Any) -> None:
     )
     redrive.add_argument("queue", help="the queue (the function it belongs to)")
     for action in (listing, redrive):
-        action.add_argument("--endpoint", default="http://127.0.0.1:9000", help="the faas node")
-
-
-def _call(endpoint: str, method: str, path: str) -> dict[str, Any]:
-    request = urllib.request.Request(
-        endpoint.rstrip("/") + path, data=b"{}" if method == "POST" else None, method=method,
-        headers={"Content-Type": "application/json"},
-    )  # fmt: skip
-    try:
-        with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:
-            result: dict[str, Any] = json.loads(response.read())
-            return result
-    except urllib.error.HTTPError as error:
-        detail = json.loads(error.read() or b"{}")
-        message = detail.get("message") or detail.get("Message") or error.reason
-        raise SystemExit(f"faas: {error.headers.get('x-amzn-ErrorType')}: {message}") from None
-    except urllib.error.URLError as error:
-        raise SystemExit(f"faas: cannot reach {endpoint}: {error.reason}") from None
+        action.add_argument("--endpoint", "--endpoint-url", dest="endpoint",
+                            default="http://127.0.0.1:9000", help="the faas node")  # fmt: skip
 
 
 def _print_message(message: dict[str, Any]) -> None:
@@ -60,12 +45,22 @@ def _print_message(message: dict[str, Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``faas dlq list`` or ``faas dlq redrive``; returns the exit status."""
+    try:
+        return _run(args)
+    except NodeCallError as error:
+        print(error, file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
     queue = urllib.parse.quote(args.queue, safe="")
     if args.dlq_action == "redrive":
-        result = _call(args.endpoint, "POST", f"/faas/v1/dlq/{queue}/redrive")
+        path = f"/faas/v1/dlq/{queue}/redrive"
+        result = call_node(args.endpoint, "POST", path, {}, timeout_s=_TIMEOUT_S)
         print(f"redrove {result['Redriven']} message(s) from {result['QueueArn']}")
         return 0
-    result = _call(args.endpoint, "GET", f"/faas/v1/dlq/{queue}?MaxItems={args.max_items}")
+    path = f"/faas/v1/dlq/{queue}?MaxItems={args.max_items}"
+    result = call_node(args.endpoint, "GET", path, timeout_s=_TIMEOUT_S)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import urllib.error
+import sys
 import urllib.parse
-import urllib.request
 from typing import Any
+
+from faas.node_client import NodeCallError, call_node
 
 _TIMEOUT_S = 30.0
 _DEFAULT_ENDPOINT = "http://127.0.0.1:9000"
@@ -37,23 +38,6 @@ def add_parser(commands: Any) -> None:
                             default=_DEFAULT_ENDPOINT, help="the faas node")  # fmt: skip
 
 
-def _call(endpoint: str, method: str, path: str, body: Any = None) -> dict[str, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(endpoint.rstrip("/") + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})  # fmt: skip
-    try:
-        with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:
-            raw = response.read()
-    except urllib.error.HTTPError as error:
-        detail = json.loads(error.read() or b"{}")
-        message = detail.get("message") or detail.get("Message") or error.reason
-        raise SystemExit(f"faas: {error.headers.get('x-amzn-ErrorType')}: {message}") from None
-    except urllib.error.URLError as error:
-        raise SystemExit(f"faas: cannot reach {endpoint}: {error.reason}") from None
-    result: dict[str, Any] = json.loads(raw) if raw else {}
-    return result
-
-
 def _print_rules(rules: list[dict[str, Any]]) -> None:
     header = ("NAME", "EXPRESSION", "TARGET", "STATE", "NEXT FIRE (UTC)")
     rows = [header] + [
@@ -75,6 +59,18 @@ def _print_rules(rules: list[dict[str, Any]]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``faas schedule add|list|remove``; returns the exit status."""
+    try:
+        return _run(args)
+    except NodeCallError as error:
+        print(error, file=sys.stderr)
+        return 1
+
+
+def _call(endpoint: str, method: str, path: str, body: Any = None) -> dict[str, Any]:
+    return call_node(endpoint, method, path, body, timeout_s=_TIMEOUT_S)
+
+
+def _run(args: argparse.Namespace) -> int:
     endpoint = args.endpoint_url
     if args.schedule_action == "add":
         body: dict[str, Any] = {

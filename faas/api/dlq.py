@@ -10,6 +10,7 @@ copy of a message still waiting in the event queue.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from typing import Any
@@ -66,7 +67,8 @@ def _limit(request: web.Request) -> int:
     text = request.query.get("MaxItems")
     if text is None:
         return _LIST_DEFAULT
-    if not text.isdigit() or not 1 <= int(text) <= _LIST_MAX:
+    # isdigit() alone would pass "²", which int() refuses: a 500 instead of a 400.
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= _LIST_MAX:
         raise ValidationException(
             f"1 validation error detected: Value '{text}' at 'maxItems' failed to satisfy "
             f"constraint: Member must have value between 1 and {_LIST_MAX}"
@@ -124,16 +126,31 @@ async def _redrive(services: Services, queue: str, function_name: str) -> int:
         if not letters:
             break
         remaining -= len(letters)
-        for letter in letters:
-            await services.dispatcher.submit(
-                QueuedEvent(
-                    request_id=letter.message_id,
-                    function_name=function_name,
-                    qualifier=LATEST,
-                    payload=letter.body,
-                    enqueued_at=time.time(),
-                )
-            )
-            await services.dead_letters.delete_dead_letter(queue, letter.message_id)
-            redriven += 1
+        # Submitted together, a batch shares the queue's group commit (one fsync, not one
+        # per message); only the messages whose event is durable leave the queue.
+        outcomes = await asyncio.gather(
+            *(services.dispatcher.submit(_event(letter, function_name)) for letter in letters),
+            return_exceptions=True,
+        )
+        submitted = [
+            letter.message_id
+            for letter, outcome in zip(letters, outcomes, strict=True)
+            if outcome is None
+        ]
+        await services.dead_letters.delete_dead_letters(queue, submitted)
+        redriven += len(submitted)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
     return redriven
+
+
+def _event(letter: DeadLetter, function_name: str) -> QueuedEvent:
+    """The Event invoke a message becomes: its id is the request id (see the module notes)."""
+    return QueuedEvent(
+        request_id=letter.message_id,
+        function_name=function_name,
+        qualifier=LATEST,
+        payload=letter.body,
+        enqueued_at=time.time(),
+    )

@@ -171,7 +171,8 @@ def _list_limit(request: web.Request) -> int:
     text = request.query.get("MaxItems")
     if text is None:
         return _LIST_MAX
-    if not text.isdigit() or not 1 <= int(text) <= _LIST_MAX:
+    # isdigit() alone would pass "²", which int() refuses: a 500 instead of a 400.
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= _LIST_MAX:
         raise ValidationException(
             f"1 validation error detected: Value '{text}' at 'maxItems' failed to satisfy "
             f"constraint: Member must have value between 1 and {_LIST_MAX}"

@@ -8,7 +8,7 @@ Lambda user would write for it:
   queue as any other (so a crash after delivery never loses it);
 - ``arn:aws:sqs:<region>:<account>:<queue>``: ``SendMessage`` to an SQS-compatible
   queue at ``EventsConfig.sqs_endpoint_url`` (boto3 on a worker thread; the queue
-  URL comes from ``GetQueueUrl`` with the ARN's last part and is cached);
+  URL comes from ``GetQueueUrl`` with the ARN's last part and account, and is cached);
 - ``arn:aws:faas:<region>:<account>:dlq:<queue>``: a queue kept in the node's own
   store, read and redriven with ``faas dlq list|redrive <queue>``.
 
@@ -132,7 +132,8 @@ class DestinationDelivery:
             raise InvalidParameterValueException(f"The destination ARN {target_arn} is invalid.")
         service, region, account_id, resource = match.group(2, 3, 4, 5)
         if service == "sqs":
-            if not _SQS_QUEUE.fullmatch(resource):
+            # The region picks the SQS endpoint: without one no message could ever be sent.
+            if not region or not _SQS_QUEUE.fullmatch(resource):
                 raise InvalidParameterValueException(
                     f"The destination ARN {target_arn} does not name an SQS queue."
                 )
@@ -226,7 +227,7 @@ class DestinationDelivery:
         client = await self._sqs_client(target.region)
         url = self._queue_urls.get(target.arn)
         if url is None:
-            url = await asyncio.to_thread(_queue_url, client, target.name)
+            url = await asyncio.to_thread(_queue_url, client, target.name, target.account_id)
             self._queue_urls[target.arn] = url
         message_attributes = {
             name: {
@@ -275,8 +276,11 @@ def _make_sqs_client(region: str, endpoint_url: str) -> Any:
     )  # fmt: skip
 
 
-def _queue_url(client: Any, queue_name: str) -> str:
-    return str(client.get_queue_url(QueueName=queue_name)["QueueUrl"])
+def _queue_url(client: Any, queue_name: str, owner_account_id: str) -> str:
+    """The URL of the queue ``queue_name`` of ``owner_account_id`` (the ARN's account): a
+    queue of another account is not looked up among the caller's own queues."""
+    owner = {"QueueOwnerAWSAccountId": owner_account_id} if owner_account_id else {}
+    return str(client.get_queue_url(QueueName=queue_name, **owner)["QueueUrl"])
 
 
 def _send_message(client: Any, url: str, body: str, attributes: dict[str, Any]) -> None:

@@ -35,9 +35,11 @@ YEAR_MIN = 1970
 YEAR_MAX = 2199
 _MINUTE_S = 60
 _RATE_UNITS_S = {"minute": 60, "hour": 3600, "day": 86400}
+# Ticks never go past the last year a cron can name; a longer rate could never fire.
+_END_S = calendar.timegm((YEAR_MAX + 1, 1, 1, 0, 0, 0))
 _RATE = re.compile(r"rate\(\s*(\S+)\s+(\S+)\s*\)")
 _CRON = re.compile(r"cron\((.*)\)", re.DOTALL)
-_NUMBER = re.compile(r"\d+")
+_NUMBER = re.compile(r"[0-9]+")  # ASCII only: \d would take other scripts' digits
 _MONTH_NAMES = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV",
                 "DEC")  # fmt: skip
 _DAY_NAMES = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")  # 1 = Sunday, as EventBridge
@@ -86,12 +88,11 @@ class RateExpression:
     period_s: int
 
     def next_fire_after(self, after_s: float, anchor_s: float) -> float | None:
-        """The first tick strictly after ``after_s``."""
+        """The first tick strictly after ``after_s`` (None: none before 2200, as for cron)."""
         start = floor_minute(anchor_s)
-        if after_s < start + self.period_s:
-            return float(start + self.period_s)
-        ticks = int((after_s - start) // self.period_s) + 1
-        return float(start + ticks * self.period_s)
+        ticks = max(int((after_s - start) // self.period_s) + 1, 1)
+        tick = start + ticks * self.period_s
+        return float(tick) if tick < _END_S else None
 
     def last_fire_at_or_before(self, at_s: float, anchor_s: float) -> float | None:
         """The latest tick at or before ``at_s`` (None before the first tick)."""
@@ -255,6 +256,12 @@ def _parse_rate(text: str) -> RateExpression:
     singular = unit.removesuffix("s")
     if singular not in _RATE_UNITS_S:
         raise ScheduleExpressionError(f"rate unit '{unit}' must be minute(s), hour(s) or day(s)")
+    most = (_END_S - 1) // _RATE_UNITS_S[singular]
+    if value > most:
+        raise ScheduleExpressionError(
+            f"rate value '{value_text}' is too large: at most {most} {singular}s, "
+            f"as no tick comes after {YEAR_MAX}"
+        )
     if value == 1 and unit != singular:
         raise ScheduleExpressionError(f"rate(1 {unit}): with value 1 the unit is '{singular}'")
     if value > 1 and unit == singular:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -200,4 +200,6 @@ class DeadLetterStore(Protocol):
 
     async def count_dead_letters(self, queue: str) -> int: ...
 
-    async def delete_dead_letter(self, queue: str, message_id: str) -> None: ...
+    async def delete_dead_letters(self, queue: str, message_ids: Sequence[str]) -> None:
+        """Remove those messages of ``queue`` (ids it does not hold are ignored)."""
+        ...

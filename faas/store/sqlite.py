@@ -1,16 +1,16 @@
 """The embedded store backend: SQLite in WAL mode through aiosqlite's own thread.
 
-Design notes: one connection serves everything, so every statement runs on
-aiosqlite's single worker thread and never blocks the event loop. Event enqueues
-are group-committed: concurrent ``enqueue`` calls that arrive while a commit is
-in flight share the next transaction, so durability (synchronous=FULL) costs one
-fsync per batch rather than one per event.
+Design notes: one connection serves the registry, so every statement runs on
+aiosqlite's single worker thread and never blocks the event loop. The event queue
+(the ``events`` table) has a connection and a thread of its own
+(``SqliteEventQueue``): enqueues are group-committed there, so durability
+(synchronous=FULL) costs one fsync per batch rather than one per event, and acks
+and leases share those transactions.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import sqlite3
 from importlib import resources
@@ -22,11 +22,12 @@ import orjson
 from faas.errors import PreconditionFailedException, ResourceConflictException
 from faas.models import AliasConfig, FunctionConfig, LayerVersion, LayerVersionState
 from faas.store.base import ProvisionedConfig, QueuedEvent
+from faas.store.sqlite_queue import SqliteEventQueue
 
 
 class StoreState(enum.Enum):
     NEW = "new"  # constructed, no connection yet
-    RUNNING = "running"  # connection open, flusher running
+    RUNNING = "running"  # connection open, event queue running
     STOPPED = "stopped"  # closed; cannot be started again
 
 
@@ -44,10 +45,8 @@ class SqliteStore:
 
     __slots__ = (
         "_conn",
-        "_flusher",
+        "_events",
         "_path",
-        "_pending",
-        "_pending_ready",
         "_state",
         "_statement_lock",
     )
@@ -56,10 +55,8 @@ class SqliteStore:
         self._path = path
         self._conn: aiosqlite.Connection | None = None
         self._state = StoreState.NEW
-        self._pending: list[tuple[QueuedEvent, asyncio.Future[None]]] = []
-        self._pending_ready = asyncio.Event()
-        self._flusher: asyncio.Task[None] | None = None
-        # One connection serves everything: a transaction (BEGIN..COMMIT) or a statement
+        self._events = SqliteEventQueue(path)
+        # One connection serves the registry: a transaction (BEGIN..COMMIT) or a statement
         # whose rows are still being read (UPDATE..RETURNING) must not interleave with
         # another one, or COMMIT fails with "SQL statements in progress".
         self._statement_lock = asyncio.Lock()
@@ -74,7 +71,12 @@ class SqliteStore:
         await conn.execute("PRAGMA synchronous=FULL")
         await conn.execute("PRAGMA busy_timeout=5000")
         await self._migrate(conn)
-        self._flusher = asyncio.create_task(self._flush_loop(), name="store-event-flusher")
+        try:
+            await self._events.start()
+        except BaseException:
+            await conn.close()
+            self._state = StoreState.STOPPED
+            raise
         self._state = StoreState.RUNNING
 
     async def stop(self) -> None:
@@ -82,14 +84,7 @@ class SqliteStore:
             self._state = StoreState.STOPPED
             return
         self._state = StoreState.STOPPED
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
-        for _, waiter in self._pending:
-            if not waiter.done():
-                waiter.set_exception(RuntimeError("store stopped before the event was stored"))
-        self._pending.clear()
+        await self._events.stop()  # writes the queue requests already made
         if self._conn is not None:
             await self._conn.close()
 
@@ -358,108 +353,24 @@ class SqliteStore:
             (state.value, state.value, name, version),
         )
 
-    # EventQueue
+    # EventQueue: the events table, through the queue's own connection and thread
 
     async def enqueue(self, event: QueuedEvent) -> None:
-        if self._state is not StoreState.RUNNING:
-            raise RuntimeError("store is not running")
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((event, waiter))
-        self._pending_ready.set()
-        await waiter
-
-    async def _flush_loop(self) -> None:
-        while True:
-            await self._pending_ready.wait()
-            self._pending_ready.clear()
-            batch, self._pending = self._pending, []
-            if not batch:
-                continue
-            try:
-                await self._insert_events([event for event, _ in batch])
-            except Exception as exc:  # task boundary: every waiter learns of the failure
-                for _, waiter in batch:
-                    if not waiter.done():
-                        waiter.set_exception(exc)
-                continue
-            for _, waiter in batch:
-                if not waiter.done():
-                    waiter.set_result(None)
-
-    async def _insert_events(self, events: list[QueuedEvent]) -> None:
-        async with self._statement_lock:
-            await self._insert_events_locked(events)
-
-    async def _insert_events_locked(self, events: list[QueuedEvent]) -> None:
-        conn = self.conn
-        await conn.execute("BEGIN IMMEDIATE")
-        try:
-            await conn.executemany(
-                "INSERT OR IGNORE INTO events (request_id, function_name, qualifier, payload,"
-                " trace_id, enqueued_at, visible_at, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        e.request_id,
-                        e.function_name,
-                        e.qualifier,
-                        e.payload,
-                        e.trace_id,
-                        e.enqueued_at,
-                        e.enqueued_at,
-                        e.attempts,
-                    )
-                    for e in events
-                ],
-            )
-            await conn.execute("COMMIT")
-        except BaseException:
-            await conn.execute("ROLLBACK")
-            raise
+        await self._events.enqueue(event)
 
     async def lease(self, limit: int, lease_s: float, now: float) -> list[QueuedEvent]:
-        async with (
-            self._statement_lock,
-            self.conn.execute(
-                "UPDATE events SET lease_until = ? WHERE seq IN ("
-                " SELECT seq FROM events WHERE visible_at <= ?"
-                " AND (lease_until IS NULL OR lease_until <= ?) ORDER BY visible_at, seq LIMIT ?)"
-                " RETURNING request_id, function_name, qualifier, payload, enqueued_at, attempts,"
-                " trace_id, throttles",
-                (now + lease_s, now, now, limit),
-            ) as cursor,
-        ):
-            rows = await cursor.fetchall()
-        return [
-            QueuedEvent(
-                request_id=row[0],
-                function_name=row[1],
-                qualifier=row[2],
-                payload=bytes(row[3]),
-                enqueued_at=float(row[4]),
-                attempts=int(row[5]),
-                trace_id=str(row[6]),
-                throttles=int(row[7]),
-            )
-            for row in rows
-        ]
+        return await self._events.lease(limit, lease_s, now)
 
     async def ack(self, request_id: str) -> None:
-        await self.conn.execute("DELETE FROM events WHERE request_id = ?", (request_id,))
+        await self._events.ack(request_id)
 
     async def retry(
         self, request_id: str, visible_at: float, attempts: int, throttles: int = 0
     ) -> None:
-        await self.conn.execute(
-            "UPDATE events SET visible_at = ?, attempts = ?, throttles = ?, lease_until = NULL"
-            " WHERE request_id = ?",
-            (visible_at, attempts, throttles, request_id),
-        )
+        await self._events.retry(request_id, visible_at, attempts, throttles)
 
     async def release_all_leases(self) -> None:
-        await self.conn.execute("UPDATE events SET lease_until = NULL")
+        await self._events.release_all_leases()
 
     async def depth(self) -> int:
-        query = "SELECT COUNT(*) FROM events"
-        async with self._statement_lock, self.conn.execute(query) as cursor:
-            row = await cursor.fetchone()
-        return int(row[0]) if row else 0
+        return await self._events.depth()

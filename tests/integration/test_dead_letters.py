@@ -7,10 +7,12 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import socket
 import sqlite3
 import subprocess
 import sys
 import threading
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -217,6 +219,40 @@ def test_store_dead_letter_queue_list_and_redrive(server: FaasServer, tmp_path: 
     assert _store_messages(server, "poison-store") == []
     wait_until(lambda: _queue_depth(server) == 0, 10, what="the redriven events to finish")
     assert _store_messages(server, "poison-store") == []  # they succeeded this time
+
+
+def _run_dlq_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "faas", "dlq", *args],
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+
+
+def test_dlq_edge_cases(server: FaasServer, moto_server: MotoServer) -> None:
+    client = lambda_client(server)
+    create_function(client, "empty-dlq", RECORDER)
+    assert "redrove 0 message(s)" in _faas_cli(server, "redrive", "empty-dlq")
+    # int() refuses the digit "²" that str.isdigit() accepts: once a 500.
+    for max_items in ("0", "1001", "x", "%C2%B2", "%D9%A3"):
+        url = f"{server.url}/faas/v1/dlq/empty-dlq?MaxItems={max_items}"
+        with pytest.raises(urllib.error.HTTPError) as excinfo:
+            urllib.request.urlopen(url, timeout=10)
+        assert excinfo.value.code == 400, max_items
+        assert excinfo.value.headers["x-amzn-ErrorType"] == "ValidationException"
+
+    # A node that is down, an endpoint that is no URL, a server that is not a faas node
+    # (moto answers XML): one line on stderr and status 1, never a traceback.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    cases = [
+        (("redrive", "x", "--endpoint", f"http://127.0.0.1:{closed_port}"), "cannot reach"),
+        (("list", "x", "--endpoint-url", "not-a-url"), "is not a URL"),
+        (("list", "x", "--endpoint", moto_server.url), "answered HTTP 404"),
+    ]
+    for args, message in cases:
+        completed = _run_dlq_cli(*args)
+        assert completed.returncode == 1, completed
+        assert completed.stderr.startswith("faas: ") and message in completed.stderr, completed
+        assert "Traceback" not in completed.stderr
 
 
 def _check_record(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
 import urllib.request
 from typing import Any
 
@@ -154,6 +155,16 @@ def test_missing_configs_and_functions(server: FaasServer) -> None:
         )
 
 
+@pytest.mark.parametrize("max_items", ["0", "51", "x", "%C2%B2", "%D9%A3"])
+def test_list_refuses_a_max_items_out_of_range(server: FaasServer, max_items: str) -> None:
+    # "²" and "٣" pass str.isdigit() but not int() (or are no ASCII number): once a 500.
+    url = f"{server.url}/2019-09-25/functions/validated/event-invoke-config/list"
+    with pytest.raises(urllib.error.HTTPError) as excinfo:
+        urllib.request.urlopen(f"{url}?MaxItems={max_items}", timeout=10)
+    assert excinfo.value.code == 400
+    assert excinfo.value.headers["x-amzn-ErrorType"] == "ValidationException"
+
+
 @pytest.mark.parametrize(
     ("members", "code"),
     [
@@ -198,6 +209,8 @@ def test_bad_settings_are_refused(server: FaasServer, members: dict[str, Any], c
         (f"arn:aws:sns:{REGION}:{ACCOUNT_ID}:topic", "InvalidParameterValueException"),
         (ARN_PREFIX + "no-such-target", "InvalidParameterValueException"),
         (f"arn:aws:faas:{REGION}:{ACCOUNT_ID}:dlq:bad/name", "InvalidParameterValueException"),
+        # No region: no SQS endpoint to send to (it was accepted, then failed every send).
+        (f"arn:aws:sqs::{ACCOUNT_ID}:no-region", "InvalidParameterValueException"),
     ],
 )
 def test_bad_dead_letter_targets_are_refused(server: FaasServer, target: str, code: str) -> None:

@@ -11,9 +11,11 @@ import calendar
 import contextlib
 import json
 import re
+import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -152,6 +154,9 @@ def test_schedule_lifecycle_over_http(node: FaasServer) -> None:
          "with value 1 the unit is 'minute'"),
         ({"ScheduleExpression": "cron(0 10 * * * *)"}, 400, "InvalidParameterValueException",
          "exactly one of day-of-month and day-of-week must be '?'"),
+        # Once stored and answered with a 500: its next tick (year 10^17) broke every listing.
+        ({"ScheduleExpression": "rate(99999999999999999999999 minutes)"}, 400,
+         "InvalidParameterValueException", "is too large"),
         ({"ScheduleExpression": None}, 400, "InvalidParameterValueException",
          "ScheduleExpression is required"),
         ({"FunctionName": "no-such-function"}, 404, "ResourceNotFoundException",
@@ -171,6 +176,7 @@ def test_bad_rules_are_refused_in_lambda_shape(
     assert answer[:2] == (status, error_type)
     assert message in (answer[2].get("message") or answer[2].get("Message"))
     assert _http(node, "GET", "/faas/v1/schedules/refused")[0] == 404
+    assert _http(node, "GET", "/faas/v1/schedules")[0] == 200
 
 
 def test_duplicate_names_and_unknown_rules(node: FaasServer) -> None:
@@ -217,6 +223,35 @@ def test_schedule_cli(node: FaasServer) -> None:
     assert _http(node, "GET", "/faas/v1/schedules/cli-rule")[0] == 404
     again = _faas_cli(node, "remove", "cli-rule")
     assert again.returncode == 1 and "ResourceNotFoundException" in again.stderr
+
+
+def test_schedule_cli_failures_are_one_line_without_a_traceback() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    with socket.socket() as hangs_up:  # accepts a connection, then closes it unanswered
+        hangs_up.bind(("127.0.0.1", 0))
+        hangs_up.listen()
+
+        def hang_up() -> None:
+            with contextlib.suppress(OSError):
+                connection, _ = hangs_up.accept()
+                connection.close()
+
+        threading.Thread(target=hang_up, daemon=True).start()
+        cases = [
+            (f"http://127.0.0.1:{closed_port}", "cannot reach"),
+            ("127.0.0.1:9000", "is not a URL"),
+            (f"http://127.0.0.1:{hangs_up.getsockname()[1]}", "no answer from"),
+        ]
+        for endpoint, message in cases:
+            completed = subprocess.run(
+                [sys.executable, "-m", "faas", "schedule", "list", "--endpoint-url", endpoint],
+                capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+            assert completed.returncode == 1, completed
+            assert completed.stderr.startswith("faas: ") and message in completed.stderr
+            assert "Traceback" not in completed.stderr
 
 
 def test_rules_fire_at_the_minute_and_a_restart_does_not_repeat_the_tick(

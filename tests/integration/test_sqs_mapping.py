@@ -266,6 +266,21 @@ def test_function_error_redelivers_the_whole_batch(
     ), metrics
 
 
+def test_a_batch_slower_than_the_visibility_timeout_is_not_handed_out_twice(
+    server: FaasServer, moto_server: MotoServer, queue: tuple[str, str], tmp_path: Path
+) -> None:
+    client = lambda_client(server)
+    url, arn = queue  # a 2 s visibility timeout
+    _recorder(client, "sqs-slow", tmp_path)
+    _mapping(client, "sqs-slow", arn, ScalingConfig={"MaximumConcurrency": 2})
+    _send(moto_server, url, "slow", sleep=3.5)
+
+    # The poller keeps the message hidden while the handler runs; without that, the
+    # second batch loop received it again after 2 s and invoked the function twice.
+    wait_until(lambda: _queue_depth(moto_server, url) == 0, 20, what="the slow message's delete")
+    assert len(_deliveries(tmp_path, "slow")) == 1
+
+
 def test_disabled_mapping_stops_polling_and_resumes_when_enabled(
     server: FaasServer, moto_server: MotoServer, queue: tuple[str, str], tmp_path: Path
 ) -> None:

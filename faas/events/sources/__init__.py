@@ -27,6 +27,8 @@ _MODULES_BY_PREFIX = (
     ("nats://", "nats_jetstream"),
 )
 _MAX_ADDRESS_LENGTH = 2048
+# Schemes whose lone user name (no password) is itself a secret: NATS sends it as a token.
+_TOKEN_USER_SCHEMES = ("nats",)
 
 
 class SourceModule(Protocol):
@@ -86,7 +88,7 @@ def open_source(spec: SourceSpec) -> EventSource:
 
 
 def public_address(address: str) -> str:
-    """``address`` fit for logs and event records: a URI's password is replaced by ``***``."""
+    """``address`` fit for logs and event records: a URI's password (or NATS token) is ``***``."""
     if "://" not in address:
         return address
     try:
@@ -95,6 +97,8 @@ def public_address(address: str) -> str:
     except ValueError:
         return address.split("://", 1)[0] + "://***"
     if not password:
+        if parts.scheme in _TOKEN_USER_SCHEMES and parts.username:
+            return urlunsplit(parts._replace(netloc=f"***@{parts.netloc.rsplit('@', 1)[1]}"))
         return address
     netloc = parts.netloc.rsplit("@", 1)[1]
     user = parts.username or ""

@@ -288,16 +288,22 @@ class NatsJetStreamSource:
         # Our own Client, not nats.connect(): a failed handshake must still close its socket.
         client = NatsClient()
         try:
-            await client.connect(
-                servers=[self._address.server_url],
-                name=self._consumer,
-                allow_reconnect=False,
-                connect_timeout=_CONNECT_TIMEOUT_S,
-                error_cb=self._on_error,
-                user=user,
-                password=broker.password or None,
-                token=token,
-            )
+            # nats-py's first connect retries the server max_reconnect_attempts times (60 by
+            # default, every 2 s) even without reconnects: one immediate retry, then give up,
+            # so an unreachable server is reported and left to the poller's backoff.
+            async with asyncio.timeout(2 * _CONNECT_TIMEOUT_S + 1):
+                await client.connect(
+                    servers=[self._address.server_url],
+                    name=self._consumer,
+                    allow_reconnect=False,
+                    max_reconnect_attempts=1,
+                    reconnect_time_wait=0,
+                    connect_timeout=_CONNECT_TIMEOUT_S,
+                    error_cb=self._on_error,
+                    user=user,
+                    password=broker.password or None,
+                    token=token,
+                )
             async with asyncio.timeout(_COMMAND_TIMEOUT_S):
                 jetstream = client.jetstream(timeout=_COMMAND_TIMEOUT_S)
                 await self._ensure_consumer(jetstream)

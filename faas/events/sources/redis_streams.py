@@ -241,6 +241,9 @@ class RedisStreamSource:
             client_name=self._group,
             protocol=2,
             socket_connect_timeout=_CONNECT_TIMEOUT_S,
+            # No socket read timeout (redis-py's default is 5 s): a 20 s XREADGROUP BLOCK must
+            # not fail as a fault. Every command here is bounded by asyncio.timeout instead.
+            socket_timeout=None,
             retry=Retry(NoBackoff(), 0),  # a fault goes to the poller, whose backoff retries
         )
 

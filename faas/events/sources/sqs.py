@@ -16,12 +16,21 @@ Settling follows Lambda: ``ack`` deletes (DeleteMessageBatch); ``release`` does
 nothing, so a failed message reappears once its visibility timeout ends. That
 timeout is the retry delay, and the queue's own redrive policy (``maxReceiveCount``)
 moves a poison message to its dead-letter queue after enough receives.
+
+While a batch is in flight (received, not yet acked or released), the source keeps
+its messages hidden: every third of the queue's VisibilityTimeout it extends them
+by that timeout again (ChangeMessageVisibilityBatch). A handler that runs longer
+than the visibility timeout is therefore not handed the same messages a second
+time by another batch loop; once the batch is released, or the node stops, the
+messages reappear one visibility timeout later.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import logging
 import math
 import re
 import threading
@@ -32,7 +41,11 @@ from typing import Any
 
 from faas.events.sources.base import SourceKind, SourceRecord, SourceSpec, SourceUnavailable
 
+log = logging.getLogger(__name__)
+
 LONG_POLL_SLICE_S = 2
+# In-flight messages get their visibility extended this many times per visibility timeout.
+VISIBILITY_EXTENSIONS_PER_TIMEOUT = 3
 # SQS limits: at most 10 messages per ReceiveMessage / DeleteMessageBatch, a 20 s long poll.
 _MAX_RECEIVE = 10
 _MAX_WAIT_S = 20
@@ -103,8 +116,9 @@ class SqsSource:
 
     kind = SourceKind.QUEUE
 
-    __slots__ = ("_account_id", "_client", "_executor", "_queue_name", "_queue_url", "_region",
-                 "_spec", "_stopping")  # fmt: skip
+    __slots__ = ("_account_id", "_client", "_executor", "_in_flight", "_keepalive",
+                 "_queue_name", "_queue_url", "_region", "_spec", "_stopping",
+                 "_visibility_timeout_s")  # fmt: skip
 
     def __init__(self, spec: SourceSpec) -> None:
         self._spec = spec
@@ -112,6 +126,9 @@ class SqsSource:
         self._executor: ThreadPoolExecutor | None = None
         self._client: Any = None  # a botocore client; botocore is untyped
         self._queue_url: str | None = None
+        self._visibility_timeout_s = 0  # the queue's VisibilityTimeout, read with its URL
+        self._in_flight: set[str] = set()  # receipt handles received and not yet settled
+        self._keepalive: asyncio.Task[None] | None = None
         self._stopping = threading.Event()  # read by worker threads between long-poll slices
 
     async def _call(self, function: Any, *args: Any) -> Any:
@@ -120,7 +137,7 @@ class SqsSource:
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
     async def start(self) -> None:
-        """Build the client and resolve the queue URL.
+        """Build the client, resolve the queue URL and read its visibility timeout.
 
         Raises:
             SourceUnavailable: the endpoint is unreachable or the queue does not exist.
@@ -131,10 +148,20 @@ class SqsSource:
         if self._client is None:
             self._client = await self._call(_make_client, self._region, self._spec.sqs_endpoint_url)
         await self._call(self._resolve_url)
+        if self._keepalive is None:
+            self._keepalive = asyncio.create_task(
+                self._keep_in_flight_hidden(), name=f"sqs-visibility-{self._queue_name}"
+            )
 
     async def stop(self) -> None:
         """Stop polling; waits at most one long-poll slice for worker threads to finish."""
         self._stopping.set()
+        keepalive, self._keepalive = self._keepalive, None
+        if keepalive is not None:
+            keepalive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keepalive
+        self._in_flight.clear()
         executor, self._executor = self._executor, None
         if executor is not None:
             await asyncio.to_thread(executor.shutdown, True, cancel_futures=True)
@@ -144,7 +171,9 @@ class SqsSource:
 
     async def receive(self, max_records: int, wait_s: float) -> list[SourceRecord]:
         messages = await self._call(self._receive_blocking, max_records, wait_s)
-        return [self._record(message) for message in messages]
+        records = [self._record(message) for message in messages]
+        self._in_flight.update(str(record.token) for record in records)
+        return records
 
     async def ack(self, records: Sequence[SourceRecord]) -> None:
         """Delete the messages (DeleteMessageBatch, ten at a time).
@@ -152,15 +181,36 @@ class SqsSource:
         Raises:
             SourceUnavailable: a delete request failed (the messages will come back).
         """
-        for start in range(0, len(records), _MAX_RECEIVE):
-            chunk = records[start : start + _MAX_RECEIVE]
-            await self._call(self._delete_blocking, [str(record.token) for record in chunk])
+        handles = [str(record.token) for record in records]
+        self._in_flight.difference_update(handles)
+        for start in range(0, len(handles), _MAX_RECEIVE):
+            await self._call(self._delete_blocking, handles[start : start + _MAX_RECEIVE])
 
     async def release(self, records: Sequence[SourceRecord]) -> None:
-        """Nothing to do: the messages reappear when their visibility timeout ends."""
+        """Stop hiding the messages: they reappear when their visibility timeout ends."""
+        self._in_flight.difference_update(str(record.token) for record in records)
 
     def event(self, records: Sequence[SourceRecord]) -> dict[str, Any]:
         return {"Records": [record.shape for record in records]}
+
+    async def _keep_in_flight_hidden(self) -> None:
+        """Every third of the visibility timeout, extend the in-flight messages by it again."""
+        next_tick = time.monotonic()
+        while True:
+            timeout_s = self._visibility_timeout_s
+            # A queue without a visibility timeout hides nothing; look again now and then.
+            next_tick += timeout_s / VISIBILITY_EXTENSIONS_PER_TIMEOUT if timeout_s else 1.0
+            await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
+            if not self._in_flight or not timeout_s:
+                continue
+            handles = list(self._in_flight)
+            try:
+                for start in range(0, len(handles), _MAX_RECEIVE):
+                    chunk = handles[start : start + _MAX_RECEIVE]
+                    await self._call(self._extend_blocking, chunk, timeout_s)
+            except Exception as exc:  # task boundary: the next tick tries again
+                log.warning("SQS queue %s: extending in-flight messages failed: %s",
+                            self._queue_name, exc)  # fmt: skip
 
     # --- worker-thread side ----------------------------------------------------------------
 
@@ -170,10 +220,27 @@ class SqsSource:
                 response = self._client.get_queue_url(
                     QueueName=self._queue_name, QueueOwnerAWSAccountId=self._account_id
                 )
+                url = str(response["QueueUrl"])
+                attributes = self._client.get_queue_attributes(
+                    QueueUrl=url, AttributeNames=["VisibilityTimeout"]
+                )["Attributes"]
             except Exception as exc:  # botocore raises many types; all mean "not reachable now"
                 raise SourceUnavailable(f"SQS queue {self._queue_name}: {exc}") from exc
-            self._queue_url = str(response["QueueUrl"])
+            self._visibility_timeout_s = int(attributes.get("VisibilityTimeout", 30))
+            self._queue_url = url
         return self._queue_url
+
+    def _extend_blocking(self, receipt_handles: list[str], timeout_s: int) -> None:
+        """Hide the messages for ``timeout_s`` more; settled ones (now invalid) are skipped."""
+        entries = [
+            {"Id": str(index), "ReceiptHandle": handle, "VisibilityTimeout": timeout_s}
+            for index, handle in enumerate(receipt_handles)
+        ]
+        try:
+            self._client.change_message_visibility_batch(QueueUrl=self._resolve_url(),
+                                                         Entries=entries)  # fmt: skip
+        except Exception as exc:  # botocore raises many types; all mean "not reachable now"
+            raise SourceUnavailable(f"SQS queue {self._queue_name}: {exc}") from exc
 
     def _receive_blocking(self, max_records: int, wait_s: float) -> list[dict[str, Any]]:
         url = self._resolve_url()

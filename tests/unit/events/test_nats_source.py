@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -98,6 +99,10 @@ def test_addresses_are_validated_without_the_network() -> None:
     assert parsed.deliver_policy.value == "all"
     assert parsed.server_url == "nats://nats.internal:4222"
     assert parsed.broker.display == "nats://app:***@nats.internal?stream=ORDERS&subject=orders.>"
+    # A lone user name is a token: as secret as a password.
+    assert nats_jetstream.parse("nats://t0ken@h:4222?stream=A").broker.display == (
+        "nats://***@h:4222?stream=A"
+    )
     invalid = {
         "nats://u:hunter2@h:4222": "needs \\?stream=",
         "nats://u:hunter2@h?stream=A.B": "not a valid stream name",
@@ -107,6 +112,7 @@ def test_addresses_are_validated_without_the_network() -> None:
         "nats://u:hunter2@h?stream=A&deliver=last": "deliver must be all or new",
         "nats://u:hunter2@h/A?stream=A": "must not have a path",
         "tls://u:hunter2@h?stream=A": "must start with nats://",
+        "nats://hunter2@h?stream=A&ack_wait_s=0": "ack_wait_s must be at least 1",
     }
     for address, message in invalid.items():
         with pytest.raises(ValueError, match=message) as raised:
@@ -228,6 +234,20 @@ async def test_a_missing_stream_fails_start_until_it_exists(jetstream: JetStream
     finally:
         await source.stop()
         await jetstream.delete_stream(name)
+
+
+async def test_an_unreachable_server_fails_start_promptly(stream: str) -> None:
+    # nats-py's first connect used to retry a refused connection for two minutes, so a
+    # mapping created while the server was down hung in start and reported nothing.
+    with socket.socket() as closed_port:  # bound, never listening: connections are refused
+        closed_port.bind(("127.0.0.1", 0))
+        port = closed_port.getsockname()[1]
+        source = nats_jetstream.open_source(make_spec(f"nats://127.0.0.1:{port}?stream={stream}"))
+        started = time.monotonic()
+        with pytest.raises(SourceUnavailable):
+            await source.start()
+        assert time.monotonic() - started < 3
+        await source.stop()
 
 
 async def test_a_lost_connection_recovers_and_keeps_acks(

@@ -152,6 +152,23 @@ async def test_acked_entries_are_not_delivered_again(
     assert await pending_count(redis_client, stream, mapping) == 0
 
 
+async def test_a_long_poll_outlasts_the_client_library_s_default_socket_timeout(
+    redis_client: aioredis.Redis, stream: str, make_source: MakeSource
+) -> None:
+    # A poller's receive blocks up to 20 s; redis-py's default 5 s socket read timeout
+    # once turned every idle long poll into "source unavailable" and a reconnect.
+    source = await make_source()
+
+    async def publish_late() -> list[str]:
+        await asyncio.sleep(5.3)
+        return await publish(redis_client, stream, 1)
+
+    late = asyncio.create_task(publish_late())
+    records = await source.receive(10, 8.0)
+
+    assert item_ids(records) == await late
+
+
 async def test_an_entry_without_a_data_field_carries_its_fields_as_json(
     redis_client: aioredis.Redis, stream: str, make_source: MakeSource
 ) -> None:

@@ -72,6 +72,12 @@ def test_rate_ticks_count_from_the_anchor_minute() -> None:
     ]  # fmt: skip
 
 
+def test_a_rate_has_no_tick_after_2199_as_a_cron() -> None:
+    parsed = parse_schedule_expression("rate(84005 days)")  # the longest rate accepted
+    assert parsed.next_fire_after(at("2024-05-01T10:00"), at("2024-05-01T10:00")) is None
+    assert parsed.next_fire_after(at("1970-01-01T00:00"), at("1970-01-01T00:00")) is not None
+
+
 def test_rate_last_tick_at_or_before() -> None:
     parsed = parse_schedule_expression("rate(1 hour)")
     anchor = at("2024-05-01T10:00:30")
@@ -95,6 +101,9 @@ def test_rate_last_tick_at_or_before() -> None:
         ("rate(5)", "is not rate(<value> <unit>)"),
         ("rate(5 minutes", "is not rate(<value> <unit>)"),
         ("rate()", "is not rate(<value> <unit>)"),
+        ("rate(\uff15 minutes)", "must be a whole number of at least 1"),  # a full-width 5
+        ("rate(99999999999999999999999 minutes)", "is too large: at most 120968639 minutes"),
+        ("rate(9999999999 days)", "is too large: at most 84005 days"),
     ],
 )
 def test_invalid_rates(text: str, message: str) -> None:
@@ -285,6 +294,7 @@ def test_cron_keeps_the_anchor_out_of_it() -> None:
         ("cron(0 0 1 1 ? 1969)", "year: '1969': 1969 is outside 1970-2199"),
         ("cron(0 0 1 1 ? 2200)", "year: '2200': 2200 is outside 1970-2199"),
         ("cron(0 0 1 1 ? 2030-2020)", "year: '2030-2020': the range starts after it ends"),
+        ("cron(\u0663 * * * ? *)", "minutes: '\u0663': '\u0663' is not 0-59"),  # Arabic-Indic 3
         ("cron(0/0 * * * ? *)", "the increment after '/' must be a number of at least 1"),
         ("cron(0/x * * * ? *)", "the increment after '/' must be a number of at least 1"),
         ("cron(0 0 ? * MON/2 *)", "day-of-week: '/' is not allowed"),
