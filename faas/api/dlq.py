@@ -19,6 +19,7 @@ from aiohttp import web
 
 from faas.api.body import json_response
 from faas.api.services import SERVICES, Services
+from faas.api.validation import max_items
 from faas.errors import InvalidParameterValueException, ValidationException
 from faas.events.destinations import TargetKind
 from faas.models import LATEST
@@ -64,16 +65,7 @@ def _queue(request: web.Request) -> str:
 
 
 def _limit(request: web.Request) -> int:
-    text = request.query.get("MaxItems")
-    if text is None:
-        return _LIST_DEFAULT
-    # isdigit() alone would pass "²", which int() refuses: a 500 instead of a 400.
-    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= _LIST_MAX:
-        raise ValidationException(
-            f"1 validation error detected: Value '{text}' at 'maxItems' failed to satisfy "
-            f"constraint: Member must have value between 1 and {_LIST_MAX}"
-        )
-    return int(text)
+    return max_items(request.query, _LIST_MAX, _LIST_DEFAULT)
 
 
 def _message(letter: DeadLetter) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from faas.api.body import json_response, read_json_object
 from faas.api.functions import paginate
 from faas.api.names import parse_function_name
 from faas.api.services import SERVICES, Services
-from faas.api.validation import bounded_int
+from faas.api.validation import bounded_int, max_items
 from faas.errors import InvalidParameterValueException, ValidationException
 from faas.events.destinations import TargetKind
 from faas.events.invoke_configs import EventInvokeConfig
@@ -168,16 +168,7 @@ async def delete_event_invoke_config(request: web.Request) -> web.Response:
 
 
 def _list_limit(request: web.Request) -> int:
-    text = request.query.get("MaxItems")
-    if text is None:
-        return _LIST_MAX
-    # isdigit() alone would pass "²", which int() refuses: a 500 instead of a 400.
-    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= _LIST_MAX:
-        raise ValidationException(
-            f"1 validation error detected: Value '{text}' at 'maxItems' failed to satisfy "
-            f"constraint: Member must have value between 1 and {_LIST_MAX}"
-        )
-    return int(text)
+    return max_items(request.query, _LIST_MAX, _LIST_MAX)
 
 
 def _listing_key(config: EventInvokeConfig) -> str:

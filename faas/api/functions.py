@@ -14,11 +14,10 @@ from faas.api.middleware import caller_of
 from faas.api.names import FunctionRef, is_latest, parse_function_name
 from faas.api.services import SERVICES, Services
 from faas.api.shapes import function_configuration
-from faas.api.validation import configuration_fields, decode_zip
+from faas.api.validation import configuration_fields, decode_zip, max_items
 from faas.errors import (
     InvalidParameterValueException,
     ResourceNotFoundException,
-    ValidationException,
 )
 from faas.models import FunctionConfig
 
@@ -116,15 +115,7 @@ async def list_functions(request: web.Request) -> web.Response:
 
 def function_listing_limit(request: web.Request) -> int:
     """MaxItems (1-10000), served at most 50 per page as Lambda does."""
-    text = request.query.get("MaxItems")
-    if text is None:
-        return _PAGE_MAX
-    if not text.isdigit() or not 1 <= int(text) <= 10000:
-        raise ValidationException(
-            f"1 validation error detected: Value '{text}' at 'maxItems' failed to "
-            "satisfy constraint: Member must have value between 1 and 10000"
-        )
-    return min(int(text), _PAGE_MAX)
+    return min(max_items(request.query, 10000, _PAGE_MAX), _PAGE_MAX)
 
 
 def version_order(config: FunctionConfig) -> str:

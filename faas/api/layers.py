@@ -18,7 +18,7 @@ from aiohttp import web
 from faas.api.body import json_response, read_json_object
 from faas.api.middleware import caller_of
 from faas.api.services import SERVICES
-from faas.api.validation import decode_zip
+from faas.api.validation import decode_zip, max_items
 from faas.errors import ResourceNotFoundException, ValidationException
 from faas.layers import LAYER_NOT_FOUND, LayerCatalog
 from faas.models import LayerVersion
@@ -86,7 +86,7 @@ def _layer_name(request: web.Request, catalog: LayerCatalog) -> str:
 
 def _version_number(request: web.Request) -> int:
     value = request.match_info["version"]
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):
         raise _constraint(value, "versionNumber", "Member must be a number")
     return int(value)
 
@@ -144,12 +144,7 @@ def _filters(request: web.Request) -> tuple[str | None, str | None]:
 
 
 def _max_items(request: web.Request) -> int:
-    text = request.query.get("MaxItems")
-    if text is None:
-        return _PAGE_MAX
-    if not text.isdigit() or not 1 <= int(text) <= _PAGE_MAX:
-        raise _constraint(text, "maxItems", f"Member must have value between 1 and {_PAGE_MAX}")
-    return int(text)
+    return max_items(request.query, _PAGE_MAX, _PAGE_MAX)
 
 
 # -- response shapes -------------------------------------------------------------------------

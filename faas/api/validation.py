@@ -44,6 +44,17 @@ def _constraint(value: Any, member: str, constraint: str) -> ValidationException
     )
 
 
+def max_items(query: Mapping[str, str], high: int, default: int) -> int:
+    """The ``MaxItems`` query parameter (1 to ``high``), or ``default`` when it is absent."""
+    text = query.get("MaxItems")
+    if text is None:
+        return default
+    # isdigit() alone passes "²", which int() refuses.
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= high:
+        raise _constraint(text, "maxItems", f"Member must have value between 1 and {high}")
+    return int(text)
+
+
 def bounded_int(body: Mapping[str, Any], key: str, member: str, low: int, high: int) -> int | None:
     if key not in body or body[key] is None:
         return None

@@ -146,6 +146,23 @@ def test_malformed_control_plane_body(server: FaasServer, body: bytes) -> None:
     assert "message" in json.loads(error.read())
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/2015-03-31/functions?MaxItems=%C2%B2",  # "²": a digit to str.isdigit, not to int()
+        "/2015-03-31/functions?MaxItems=0",
+        "/2018-10-31/layers?MaxItems=%D9%A3",  # an Arabic-Indic 3
+        "/2018-10-31/layers/some-layer/versions/%C2%B2",
+    ],
+)
+def test_bad_numbers_in_paths_and_queries(server: FaasServer, path: str) -> None:
+    with pytest.raises(urllib.error.HTTPError) as excinfo:
+        urllib.request.urlopen(f"{server.url}{path}", timeout=10)
+    error = excinfo.value
+    assert error.code == 400
+    assert error.headers["x-amzn-ErrorType"].split(":")[0] == "ValidationException"
+
+
 def test_unknown_function(client: Any) -> None:
     missing = "err-does-not-exist"
     calls: list[Callable[[], Any]] = [
