@@ -169,10 +169,11 @@ class LogSink:
 
     def _append(self, batch: list[tuple[str, bytes]]) -> None:
         day = time.strftime("%Y-%m-%d", time.gmtime())
-        by_path: dict[Path, list[bytes]] = {}
+        by_function: dict[str, list[bytes]] = {}
         for function_name, data in batch:
-            by_path.setdefault(self._directory / function_name / f"{day}.log", []).append(data)
-        for path, chunks in by_path.items():
+            by_function.setdefault(function_name, []).append(data)
+        for function_name, chunks in by_function.items():
+            path = self._directory / function_name / f"{day}.log"  # one Path per batch
             handle = self._files.pop(path, None)
             if handle is None or not path.parent.is_dir():  # new, or its function was deleted
                 if handle is not None:
