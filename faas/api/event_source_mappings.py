@@ -17,7 +17,7 @@ from faas.api.functions import paginate
 from faas.api.mapping_fields import event_source_arn, mapping_settings, required_string
 from faas.api.names import FunctionRef, parse_function_name
 from faas.api.services import SERVICES, Services
-from faas.errors import ValidationException
+from faas.api.validation import max_items
 from faas.events.mappings.manager import MappingManager
 from faas.events.mappings.model import EventSourceMapping
 
@@ -104,18 +104,6 @@ async def delete_event_source_mapping(request: web.Request) -> web.Response:
     return json_response(mapping_configuration(manager, mapping), status=202)
 
 
-def _max_items(request: web.Request) -> int:
-    text = request.query.get("MaxItems")
-    if text is None:
-        return _LIST_DEFAULT
-    if not text.isdigit() or not 1 <= int(text) <= _LIST_MAX:
-        raise ValidationException(
-            f"1 validation error detected: Value '{text}' at 'maxItems' failed to "
-            f"satisfy constraint: Member must have value between 1 and {_LIST_MAX}"
-        )
-    return int(text)
-
-
 async def list_event_source_mappings(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     name: str | None = None
@@ -128,7 +116,7 @@ async def list_event_source_mappings(request: web.Request) -> web.Response:
     )
     response, page = paginate(
         mappings, lambda mapping: mapping.uuid, request.query.get("Marker") or "",
-        _max_items(request),
+        max_items(request.query, _LIST_MAX, _LIST_DEFAULT),
     )  # fmt: skip
     response["EventSourceMappings"] = [
         mapping_configuration(services.mappings, mapping) for mapping in page

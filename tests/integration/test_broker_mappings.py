@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -388,3 +389,43 @@ def test_nats_messages_are_acked_and_a_failed_batch_is_redelivered(
     assert first["eventID"] == f"{nats_stream}:{first['nats']['streamSequence']}"
     wait_until(lambda: consumer_backlog(nats_stream, mapping_uuid) == 0, 15, what="the acks")
     assert {entry["order"]["id"] for entry in seen(tmp_path)} == {"first", "boom", "last"}
+
+
+# --- secrets in addresses -------------------------------------------------------------------
+
+
+def test_broker_passwords_and_tokens_stay_out_of_the_node_s_log(make_server: ServerFactory) -> None:
+    require_redis()
+    require_rabbitmq()
+    require_nats()
+    server = make_server(poller_backoff_min_s=0.1, poller_backoff_max_s=0.5)
+    client = lambda_client(server)
+    create_function(client, "esm-secrets", "def handler(event, context):\n    return None\n")
+    hidden = [f"Secret{n}x{secrets.token_hex(6)}" for n in range(3)]
+    with socket.socket() as closed_port:  # bound, never listening: connections are refused
+        closed_port.bind(("127.0.0.1", 0))
+        port = closed_port.getsockname()[1]
+        addresses = [
+            # Each fails (a refused login, a missing server), so its address gets logged.
+            f"redis://app:{hidden[0]}@127.0.0.1:6379/0?stream={unique('faas-it-secret')}",
+            f"amqp://guest:{hidden[1]}@127.0.0.1:5672/?queue={unique('faas-it-secret')}",
+            f"nats://{hidden[2]}@127.0.0.1:{port}?stream=SECRET",  # a lone user is a token
+        ]
+        created = [
+            client.create_event_source_mapping(FunctionName="esm-secrets", EventSourceArn=a)
+            for a in addresses
+        ]
+        for mapping in created:
+            wait_until(
+                lambda u=mapping["UUID"]: client.get_event_source_mapping(UUID=u)[
+                    "LastProcessingResult"
+                ].startswith("PROBLEM"),
+                15,
+                what="each mapping to report its broker problem",
+            )
+        for mapping in created:
+            client.delete_event_source_mapping(UUID=mapping["UUID"])
+    log = server.log_path.read_text(errors="replace")
+    assert "127.0.0.1:6379" in log and f"127.0.0.1:{port}" in log  # the outages were logged
+    for secret in hidden:
+        assert secret not in log

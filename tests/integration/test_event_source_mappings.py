@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import urllib.error
+import urllib.parse
+import urllib.request
 from typing import Any
 
 import pytest
@@ -242,3 +245,14 @@ def test_deleting_the_function_deletes_its_mappings(client: Any) -> None:
     client.delete_function(FunctionName="esm-doomed")
     _wait_gone(client, mapping_uuid)
     assert client.list_event_source_mappings(FunctionName="esm-doomed")["EventSourceMappings"] == []
+
+
+@pytest.mark.parametrize("max_items", ["0", "10001", "abc", "²", "-1"])
+def test_a_malformed_max_items_is_a_validation_error(server: FaasServer, max_items: str) -> None:
+    # "²" passed str.isdigit() and then made int() raise: a 500 instead of a 400.
+    query = urllib.parse.urlencode({"MaxItems": max_items})
+    request = urllib.request.Request(f"{server.url}/2015-03-31/event-source-mappings?{query}")
+    with pytest.raises(urllib.error.HTTPError) as excinfo:
+        urllib.request.urlopen(request, timeout=10)
+    assert excinfo.value.code == 400
+    assert excinfo.value.headers["x-amzn-ErrorType"] == "ValidationException"

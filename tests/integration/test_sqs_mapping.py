@@ -10,9 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -386,3 +388,79 @@ def test_mapping_survives_a_restart(
     wait_until(lambda: _deliveries(tmp_path, "after"), 30, what="polling to resume after restart")
     wait_until(lambda: _queue_depth(moto_server, url) == 0, 15, what="the queue to drain")
     assert len(_deliveries(tmp_path, "before")) == 1
+
+
+_CREDENTIAL_VARIABLES = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+)
+
+
+class _MetadataStandIn(BaseHTTPRequestHandler):
+    """Answers 404 to everything and records the request: a cloud metadata service stand-in."""
+
+    hits: list[str]  # set per server, see _metadata_stand_in
+
+    def do_GET(self) -> None:
+        self._refuse()
+
+    def do_PUT(self) -> None:
+        self._refuse()
+
+    def _refuse(self) -> None:
+        self.hits.append(f"{self.command} {self.path}")
+        self.send_response(404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def metadata_stand_in() -> Iterator[tuple[str, list[str]]]:
+    """A local metadata service endpoint and the requests it received."""
+    hits: list[str] = []
+    handler = type("Recording", (_MetadataStandIn,), {"hits": hits})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", hits
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(10)
+
+
+def test_a_local_endpoint_never_asks_the_cloud_metadata_service(
+    make_server: ServerFactory,
+    moto_server: MotoServer,
+    metadata_stand_in: tuple[str, list[str]],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    # No credentials anywhere, and the metadata service pointed at a local stand-in: each
+    # SQS source start used to walk boto3's whole chain and ask it (a network round trip,
+    # or a timeout on a machine without one), then signed with the dummy key anyway.
+    endpoint, hits = metadata_stand_in
+    for name in _CREDENTIAL_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", endpoint)
+    server = make_server(sqs_endpoint_url=moto_server.url)
+    client = lambda_client(server)
+    sqs = moto_server.sqs()
+    url = sqs.create_queue(QueueName="sqs-no-metadata")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]
+    _recorder(client, "sqs-no-metadata", tmp_path)
+    try:
+        _mapping(client, "sqs-no-metadata", arn["QueueArn"])
+        _send(moto_server, url, "signed")
+        wait_until(lambda: _deliveries(tmp_path, "signed"), 30, what="the message")
+        assert hits == []
+    finally:
+        sqs.delete_queue(QueueUrl=url)

@@ -179,6 +179,7 @@ class MappingManager:
         async with self._lock:
             self._require_running()
             self._versions.describe(function_name, qualifier)
+            await sources.load_module(event_source_arn)  # off the loop: imports take ~0.2 s
             mapping_uuid = str(uuid.uuid4())
             probe = SourceSpec(
                 address=event_source_arn, mapping_uuid=mapping_uuid, function_name=function_name,
@@ -379,6 +380,7 @@ class MappingManager:
             account_id=self._api.account_id,
             starting_position=mapping.starting_position or "LATEST",
             batch_size=mapping.batch_size,
+            max_batches_in_flight=mapping.concurrency,
             sqs_endpoint_url=self._context.config.sqs_endpoint_url,
         )
 

@@ -102,6 +102,7 @@ class MappingPoller:
     # --- supervision ----------------------------------------------------------------------
 
     async def _supervise(self) -> None:
+        await sources.load_module(self._spec.address)  # after a restart, not yet imported
         source = sources.open_source(self._spec)
         self._source = source
         backoff = self._context.poller_backoff()
@@ -161,6 +162,11 @@ class MappingPoller:
             self._receiving.add(me)
             try:
                 records = await self._receive_batch(backoff)
+            except Exception:  # a source bug must not end the mapping's polling; keep trying
+                log.exception("mapping %s: receiving a batch failed", self._mapping.uuid)
+                self._report(PROBLEM_SOURCE)
+                await pause(self._stop_event, backoff.next())
+                records = []
             finally:
                 self._receiving.discard(me)
             if not records:

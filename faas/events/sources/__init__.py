@@ -4,12 +4,15 @@ Design notes: the address alone names the broker module (``arn:aws:sqs:`` is SQS
 ``redis://`` Redis Streams, ``amqp://`` RabbitMQ, ``nats://`` NATS JetStream). A
 module is imported only when a mapping needs it, so a node without one broker's
 client library still serves the others, and such an address is refused when the
-mapping is created. Every answer here is in Lambda's error shapes because it runs
-inside CreateEventSourceMapping / UpdateEventSourceMapping.
+mapping is created. The import runs on a worker thread (``load_module``), so the
+event loop never waits for a client library to load. Every answer here is in
+Lambda's error shapes because it runs inside CreateEventSourceMapping /
+UpdateEventSourceMapping.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 from typing import Protocol, cast
 from urllib.parse import urlsplit, urlunsplit
@@ -64,6 +67,18 @@ def _module_for(address: str) -> SourceModule:
         "(arn:aws:sqs:...), Redis Streams (redis://), RabbitMQ (amqp://) and NATS JetStream "
         "(nats://)."
     )
+
+
+async def load_module(address: str) -> None:
+    """Import the module that speaks ``address``'s broker, on a worker thread.
+
+    A broker client library takes up to a quarter of a second to import; the event
+    loop must not stall for it. ``validate`` and ``open_source`` then find it loaded.
+
+    Raises:
+        InvalidParameterValueException: as ``validate``, for an unsupported address.
+    """
+    await asyncio.to_thread(_module_for, address)
 
 
 def validate(spec: SourceSpec) -> SourceKind:

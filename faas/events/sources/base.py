@@ -49,6 +49,7 @@ class SourceSpec:
     account_id: str
     starting_position: str = "LATEST"  # streams: TRIM_HORIZON | LATEST
     batch_size: int = 10
+    max_batches_in_flight: int = 1  # the mapping's batch loops (ScalingConfig for queues)
     sqs_endpoint_url: str = ""
 
 

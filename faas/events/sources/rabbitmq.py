@@ -5,9 +5,10 @@ Design notes: the address is ``amqp[s]://[user:password@]host[:port][/vhost]?que
 seconds). The queue must exist; while it does not, ``receive`` reports the source
 unavailable, as it does while the broker is unreachable.
 
-One connection and one channel with ``prefetch = BatchSize`` feed a basic.consume
-into a bounded in-memory buffer; ``receive`` waits for the first delivery and
-takes what else is already there. ``ack`` is basic.ack, ``release`` is
+One connection and one channel with a prefetch of ``BatchSize`` times the batches
+the mapping may have in flight (its MaximumConcurrency) feed a basic.consume into
+a bounded in-memory buffer; ``receive`` waits for the first delivery and takes
+what else is already there, up to one batch. ``ack`` is basic.ack, ``release`` is
 basic.nack with requeue. A plain connection rather than aio-pika's robust one:
 the poller's backoff is the one reconnect policy, and a delivery tag is only
 valid on the channel that delivered it, so after a fault everything buffered is
@@ -50,6 +51,7 @@ SCHEMES = ("amqp", "amqps")
 EVENT_SOURCE = "aws:rmq"
 _PARAMS = ("queue", "heartbeat")
 _CONNECT_TIMEOUT_S = 5.0
+_MAX_PREFETCH = 65535  # basic.qos prefetch-count is a 16-bit field
 _COMMAND_TIMEOUT_S = 10.0
 # Amazon MQ renders basicProperties.timestamp in this (Java default) form, in UTC.
 _TIMESTAMP_FORMAT = "%b %-d, %Y, %-I:%M:%S %p"
@@ -179,6 +181,11 @@ class RabbitMqSource:
         if self._state is not SourceState.RUNNING:
             raise RuntimeError(f"RabbitMQ source is {self._state.value}, not running")
 
+    @property
+    def _prefetch(self) -> int:
+        """Unacknowledged deliveries at most: a full batch for each batch loop."""
+        return min(_MAX_PREFETCH, self._spec.batch_size * max(1, self._spec.max_batches_in_flight))
+
     async def _ensure_session(self) -> _Session:
         async with self._session_lock:
             session = self._session
@@ -196,30 +203,40 @@ class RabbitMqSource:
                 ) from exc
             return self._session
 
-    async def _open_session(self) -> _Session:
+    def _new_connection(self) -> aio_pika.Connection:
+        """An unconnected connection: what ``aio_pika.connect`` builds before connecting."""
         broker = self._address.broker
         extra: dict[str, Any] = {}
         if self._address.heartbeat_s is not None:
             extra["heartbeat"] = self._address.heartbeat_s
-        connection = await aio_pika.connect(
+        url = aio_pika.connection.make_url(
             host=broker.host,
             port=broker.port or (5671 if broker.scheme == "amqps" else 5672),
             login=broker.username or "guest",
             password=broker.password or "guest",
             virtualhost=self._address.vhost,
             ssl=broker.scheme == "amqps",
-            timeout=_CONNECT_TIMEOUT_S,
+            **extra,
+        )
+        return aio_pika.Connection(
+            url,
             client_properties={"connection_name": f"faas-{self._spec.mapping_uuid}"},
             **extra,
         )
+
+    async def _open_session(self) -> _Session:
+        # Not aio_pika.connect(): a connection whose connect fails must still be closed,
+        # or its __del__ starts a close task of its own.
+        connection = self._new_connection()
         try:
+            await connection.connect(timeout=_CONNECT_TIMEOUT_S)
             async with asyncio.timeout(_COMMAND_TIMEOUT_S):
                 channel = await connection.channel(publisher_confirms=False)
-                await channel.set_qos(prefetch_count=self._spec.batch_size)
+                await channel.set_qos(prefetch_count=self._prefetch)
                 queue = await channel.declare_queue(self._address.queue, passive=True)
                 # Prefetch bounds the deliveries; one more slot for the closed marker.
                 buffer: asyncio.Queue[AbstractIncomingMessage | None] = asyncio.Queue(
-                    maxsize=self._spec.batch_size + 1
+                    maxsize=self._prefetch + 1
                 )
 
                 def closed(*_: Any) -> None:
@@ -267,7 +284,7 @@ class RabbitMqSource:
                         await message.nack(requeue=requeue)
                 channels = {id(r.token.channel): r.token.channel for r in records}
                 for channel in channels.values():
-                    await channel.basic_qos(prefetch_count=self._spec.batch_size)
+                    await channel.basic_qos(prefetch_count=self._prefetch)
         except _BROKER_FAULTS as exc:
             log.warning(
                 "%s of %d messages on %s not confirmed (the broker delivers them again): %s",

@@ -54,6 +54,8 @@ _ARN = re.compile(
     r"arn:aws[a-zA-Z-]*:sqs:([a-z]{2}(?:-gov)?-[a-z]+-\d):(\d{12}):([a-zA-Z0-9_-]{1,80})"
 )
 _FIFO_SUFFIX = ".fifo"
+# botocore credential providers that ask a metadata service over the network.
+_METADATA_PROVIDERS = ("container-role", "iam-role")
 # Record attributes Lambda passes on (FIFO queues add the last three).
 _ATTRIBUTES = (
     "ApproximateReceiveCount",
@@ -307,13 +309,22 @@ def _make_client(region: str, endpoint_url: str) -> Any:
     """A boto3 SQS client (built on a worker thread: it reads files and takes ~50 ms)."""
     # Imported here: only nodes with an SQS mapping pay for loading boto3.
     import boto3
+    import botocore.session
     from botocore.config import Config
 
-    session = boto3.session.Session()
+    core_session = botocore.session.Session()
     credentials: dict[str, str] = {}
-    if endpoint_url and session.get_credentials() is None:
-        # A local SQS-compatible endpoint needs a signature but accepts any key.
-        credentials = {"aws_access_key_id": "faas", "aws_secret_access_key": "faas"}
+    if endpoint_url:
+        # A configured endpoint is a local SQS-compatible server: its credentials come from
+        # the environment or the config files. Asking the cloud metadata service would
+        # cost every source start a network round trip (a timeout where there is none).
+        resolver = core_session.get_component("credential_provider")
+        for provider in _METADATA_PROVIDERS:
+            resolver.remove(provider)
+        if core_session.get_credentials() is None:
+            # The local endpoint needs a signature but accepts any key.
+            credentials = {"aws_access_key_id": "faas", "aws_secret_access_key": "faas"}
+    session = boto3.session.Session(botocore_session=core_session)
     return session.client(
         "sqs",
         region_name=region,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import subprocess
+import sys
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -118,6 +120,44 @@ def test_addresses_are_validated_without_the_network() -> None:
         with pytest.raises(ValueError, match=message) as raised:
             nats_jetstream.validate(make_spec(address))
         assert "hunter2" not in str(raised.value)
+
+
+# Run in a fresh interpreter: the broker module must not be imported yet.
+_LOOP_STALL_PROBE = """
+import asyncio, time
+from faas.events import sources
+from faas.events.sources.base import SourceSpec
+
+async def main() -> None:
+    gaps, done = [], asyncio.Event()
+    async def tick() -> None:
+        last = time.perf_counter()
+        while not done.is_set():
+            await asyncio.sleep(0.005)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+    ticker = asyncio.create_task(tick())
+    await asyncio.sleep(0.02)
+    spec = SourceSpec("nats://127.0.0.1:4222?stream=A", "uuid", "f", "us-east-1", "1")
+    await sources.load_module(spec.address)
+    sources.validate(spec)
+    done.set()
+    await ticker
+    print(max(gaps))
+
+asyncio.run(main())
+"""
+
+
+def test_the_broker_client_library_is_imported_off_the_event_loop() -> None:
+    # nats-py takes about 0.2 s to import; importing it on the loop when the first NATS
+    # mapping was created (or restored at start-up) stalled every request meanwhile.
+    probe = subprocess.run(
+        [sys.executable, "-c", _LOOP_STALL_PROBE], capture_output=True, text=True, timeout=60
+    )
+    assert probe.returncode == 0, probe.stderr
+    assert float(probe.stdout) < 0.1, f"the event loop stalled for {probe.stdout.strip()} s"
 
 
 async def test_acked_messages_are_not_delivered_again(

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime
+import gc
+import socket
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -54,10 +57,16 @@ async def make_source(queue: str) -> AsyncIterator[MakeSource]:
     sources: list[RabbitMqSource] = []
 
     async def make(
-        url: str = AMQP_URL, queue_name: str = queue, batch_size: int = 10, start: bool = True
+        url: str = AMQP_URL,
+        queue_name: str = queue,
+        batch_size: int = 10,
+        start: bool = True,
+        max_batches_in_flight: int = 1,
     ) -> RabbitMqSource:
         address = f"{url.rstrip('/')}/?queue={queue_name}"
-        source = rabbitmq.open_source(make_spec(address, batch_size=batch_size))
+        spec = make_spec(address, batch_size=batch_size)
+        spec = dataclasses.replace(spec, max_batches_in_flight=max_batches_in_flight)
+        source = rabbitmq.open_source(spec)
         sources.append(source)
         if start:
             await source.start()
@@ -172,6 +181,41 @@ async def test_prefetch_caps_unsettled_deliveries_at_the_batch_size(
     await source.ack(first)
     rest = await receive_ids(source, 1, timeout_s=5.0)
     assert item_ids(first + rest) == ids
+
+
+async def test_prefetch_leaves_a_batch_for_each_batch_loop(
+    channel: AbstractChannel, queue: str, make_source: MakeSource
+) -> None:
+    # The prefetch used to be one batch whatever the mapping's MaximumConcurrency, so a
+    # RabbitMQ mapping never had more than one batch (one invocation) in flight.
+    source = await make_source(batch_size=2, max_batches_in_flight=2)
+    ids = await publish(channel, queue, 5)
+    first = await receive_ids(source, 2, timeout_s=5.0, max_records=2)
+    second = await receive_ids(source, 2, timeout_s=5.0, max_records=2)  # while first runs
+    assert await source.receive(10, 0.3) == []  # two batches unsettled: nothing more
+    await source.ack(first + second)
+    rest = await receive_ids(source, 1, timeout_s=5.0)
+    assert item_ids(first + second + rest) == ids
+
+
+async def test_a_refused_connection_leaves_no_connection_open(make_source: MakeSource) -> None:
+    # aio_pika.connect() drops a Connection whose connect failed without closing it; its
+    # __del__ then started a close task that nobody owned, on every failed attempt while
+    # the broker was down.
+    with socket.socket() as closed_port:  # bound, never listening: connections are refused
+        closed_port.bind(("127.0.0.1", 0))
+        port = closed_port.getsockname()[1]
+        source = await make_source(url=f"amqp://guest:guest@127.0.0.1:{port}/", start=False)
+        with pytest.raises(SourceUnavailable):
+            await source.start()
+    gc.collect()
+    left_open = [
+        thing
+        for thing in gc.get_objects()
+        if isinstance(thing, aio_pika.Connection) and thing.url.port == port
+        and not thing.is_closed
+    ]  # fmt: skip
+    assert left_open == []
 
 
 async def test_a_missing_queue_fails_start_until_it_exists(
