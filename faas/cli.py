@@ -142,7 +142,11 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as exc:
         print(f"faas: {exc}", file=sys.stderr)
         sys.exit(2)
-    configure_logging(args.log_level)
+    try:
+        configure_logging(args.log_level)
+    except ValueError as exc:
+        print(f"faas: {exc}", file=sys.stderr)
+        sys.exit(2)
     try:
         uvloop.run(serve(config, args.deploy))
     except Exception:

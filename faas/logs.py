@@ -24,5 +24,11 @@ def configure_logging(level: str = "INFO") -> None:
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level)
+    # DEBUG is for faas's own loggers: libraries stay at INFO at most (aiosqlite's DEBUG
+    # prints every SQL statement with its parameters, broker passwords included).
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        raise ValueError(f"unknown log level {level!r}")
+    root.setLevel(max(numeric, logging.INFO))
+    logging.getLogger("faas").setLevel(numeric)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

@@ -33,6 +33,7 @@ from typing import Any
 from faas.config import ApiConfig, EventsConfig
 from faas.errors import InvalidParameterValueException, ResourceNotFoundException
 from faas.events.intake import EventIntake
+from faas.events.sqs_client import make_sqs_client
 from faas.models import LATEST
 from faas.store.base import DeadLetter, DeadLetterStore, QueuedEvent
 from faas.versions import VersionCatalog
@@ -249,31 +250,10 @@ class DestinationDelivery:
             client = self._sqs_clients.get(region)
             if client is None:
                 client = await asyncio.to_thread(
-                    _make_sqs_client, region, self._events.sqs_endpoint_url
+                    make_sqs_client, region, self._events.sqs_endpoint_url, 10.0, 3
                 )
                 self._sqs_clients[region] = client
             return client
-
-
-def _make_sqs_client(region: str, endpoint_url: str) -> Any:
-    """A boto3 SQS client (on a worker thread: building one reads files and takes ~50 ms)."""
-    # Imported here: only nodes that deliver to SQS pay for loading boto3.
-    import boto3
-    from botocore.config import Config
-
-    session = boto3.session.Session()
-    credentials: dict[str, str] = {}
-    if endpoint_url and session.get_credentials() is None:
-        # A local SQS-compatible endpoint needs a signature but accepts any key.
-        credentials = {"aws_access_key_id": "faas", "aws_secret_access_key": "faas"}
-    return session.client(
-        "sqs",
-        region_name=region,
-        endpoint_url=endpoint_url or None,
-        config=Config(connect_timeout=5, read_timeout=10,
-                      retries={"max_attempts": 3, "mode": "standard"}),
-        **credentials,
-    )  # fmt: skip
 
 
 def _queue_url(client: Any, queue_name: str, owner_account_id: str) -> str:

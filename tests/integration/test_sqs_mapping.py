@@ -435,6 +435,12 @@ def metadata_stand_in() -> Iterator[tuple[str, list[str]]]:
     thread.join(10)
 
 
+_FAILS = """
+def handler(event, context):
+    raise RuntimeError("to the dead-letter queue")
+"""
+
+
 def test_a_local_endpoint_never_asks_the_cloud_metadata_service(
     make_server: ServerFactory,
     moto_server: MotoServer,
@@ -461,6 +467,21 @@ def test_a_local_endpoint_never_asks_the_cloud_metadata_service(
         _mapping(client, "sqs-no-metadata", arn["QueueArn"])
         _send(moto_server, url, "signed")
         wait_until(lambda: _deliveries(tmp_path, "signed"), 30, what="the message")
+        # Dead-letter delivery to SQS builds its client the same way.
+        dlq_url = sqs.create_queue(QueueName="sqs-no-metadata-dlq")["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])
+        target = dlq_arn["Attributes"]["QueueArn"]
+        create_function(
+            client, "sqs-no-metadata-fails", _FAILS, DeadLetterConfig={"TargetArn": target}
+        )
+        client.put_function_event_invoke_config(
+            FunctionName="sqs-no-metadata-fails", MaximumRetryAttempts=0
+        )
+        client.invoke(FunctionName="sqs-no-metadata-fails", InvocationType="Event", Payload=b"{}")
+        wait_until(
+            lambda: sqs.receive_message(QueueUrl=dlq_url, WaitTimeSeconds=1).get("Messages"),
+            30, what="the dead letter",
+        )  # fmt: skip
         assert hits == []
     finally:
         sqs.delete_queue(QueueUrl=url)

@@ -40,6 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from faas.events.sources.base import SourceKind, SourceRecord, SourceSpec, SourceUnavailable
+from faas.events.sqs_client import make_sqs_client
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,6 @@ _ARN = re.compile(
     r"arn:aws[a-zA-Z-]*:sqs:([a-z]{2}(?:-gov)?-[a-z]+-\d):(\d{12}):([a-zA-Z0-9_-]{1,80})"
 )
 _FIFO_SUFFIX = ".fifo"
-# botocore credential providers that ask a metadata service over the network.
-_METADATA_PROVIDERS = ("container-role", "iam-role")
 # Record attributes Lambda passes on (FIFO queues add the last three).
 _ATTRIBUTES = (
     "ApproximateReceiveCount",
@@ -148,7 +147,10 @@ class SqsSource:
             self._executor = ThreadPoolExecutor(_MAX_THREADS, thread_name_prefix="faas-sqs")
         self._stopping.clear()
         if self._client is None:
-            self._client = await self._call(_make_client, self._region, self._spec.sqs_endpoint_url)
+            self._client = await self._call(
+                make_sqs_client, self._region, self._spec.sqs_endpoint_url,
+                LONG_POLL_SLICE_S + 10, 2,  # the read timeout outlasts a long-poll slice
+            )  # fmt: skip
         await self._call(self._resolve_url)
         if self._keepalive is None:
             self._keepalive = asyncio.create_task(
@@ -303,34 +305,3 @@ class SqsSource:
         sent_ms = attributes.get("SentTimestamp")
         arrived_at = int(sent_ms) / 1000 if sent_ms else time.time()
         return SourceRecord(message["MessageId"], shape, arrived_at, message["ReceiptHandle"])
-
-
-def _make_client(region: str, endpoint_url: str) -> Any:
-    """A boto3 SQS client (built on a worker thread: it reads files and takes ~50 ms)."""
-    # Imported here: only nodes with an SQS mapping pay for loading boto3.
-    import boto3
-    import botocore.session
-    from botocore.config import Config
-
-    core_session = botocore.session.Session()
-    credentials: dict[str, str] = {}
-    if endpoint_url:
-        # A configured endpoint is a local SQS-compatible server: its credentials come from
-        # the environment or the config files. Asking the cloud metadata service would
-        # cost every source start a network round trip (a timeout where there is none).
-        resolver = core_session.get_component("credential_provider")
-        for provider in _METADATA_PROVIDERS:
-            resolver.remove(provider)
-        if core_session.get_credentials() is None:
-            # The local endpoint needs a signature but accepts any key.
-            credentials = {"aws_access_key_id": "faas", "aws_secret_access_key": "faas"}
-    session = boto3.session.Session(botocore_session=core_session)
-    return session.client(
-        "sqs",
-        region_name=region,
-        endpoint_url=endpoint_url or None,
-        # The read timeout must outlast a long-poll slice.
-        config=Config(connect_timeout=5, read_timeout=LONG_POLL_SLICE_S + 10,
-                      retries={"max_attempts": 2, "mode": "standard"}),
-        **credentials,
-    )  # fmt: skip
