@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
-import urllib.error
-import urllib.request
 from typing import Any
+
+from faas.node_client import NodeCallError, call_node
 
 _TERMINAL = {"Succeeded", "RolledBack", "Stopped"}
 
@@ -33,17 +32,10 @@ def add_parser(commands: Any) -> None:
 
 
 def _call(endpoint: str, method: str, path: str, body: Any = None) -> dict[str, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(endpoint.rstrip("/") + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})  # fmt: skip
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            result: dict[str, Any] = json.loads(response.read())
-            return result
-    except urllib.error.HTTPError as error:
-        detail = json.loads(error.read() or b"{}")
-        message = detail.get("message") or detail.get("Message") or error.reason
-        raise SystemExit(f"faas: {error.headers.get('x-amzn-ErrorType')}: {message}") from None
+        return call_node(endpoint, method, path, body)
+    except NodeCallError as error:
+        raise SystemExit(str(error)) from None
 
 
 def run(args: argparse.Namespace) -> int:
