@@ -38,14 +38,14 @@ class SqliteAsyncInvocationStore:
         return [(str(row[0]), str(row[1]), bytes(row[2])) for row in rows]
 
     async def save_invoke_config(self, function_name: str, qualifier: str, record: bytes) -> None:
-        await self._store.conn.execute(
+        await self._store.write(
             "INSERT INTO event_invoke_configs (function_name, qualifier, record) VALUES (?, ?, ?)"
             " ON CONFLICT (function_name, qualifier) DO UPDATE SET record = excluded.record",
             (function_name, qualifier, record),
         )
 
     async def delete_invoke_config(self, function_name: str, qualifier: str) -> None:
-        await self._store.conn.execute(
+        await self._store.write(
             "DELETE FROM event_invoke_configs WHERE function_name = ? AND qualifier = ?",
             (function_name, qualifier),
         )
@@ -53,7 +53,7 @@ class SqliteAsyncInvocationStore:
     # DeadLetterStore
 
     async def put_dead_letter(self, letter: DeadLetter) -> None:
-        await self._store.conn.execute(
+        await self._store.write(
             "INSERT OR IGNORE INTO dead_letters (queue, message_id, body, attributes, sent_at)"
             " VALUES (?, ?, ?, ?, ?)",
             (letter.queue, letter.message_id, letter.body,
@@ -91,7 +91,7 @@ class SqliteAsyncInvocationStore:
         for start in range(0, len(message_ids), _DELETE_BATCH):
             batch = message_ids[start : start + _DELETE_BATCH]
             marks = ", ".join("?" * len(batch))
-            await self._store.conn.execute(
+            await self._store.write(
                 f"DELETE FROM dead_letters WHERE queue = ? AND message_id IN ({marks})",
                 (queue, *batch),
             )

@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import enum
 import sqlite3
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 import orjson
@@ -89,10 +91,30 @@ class SqliteStore:
             await self._conn.close()
 
     @property
+    def events(self) -> SqliteEventQueue:
+        """The event queue over this store's ``events`` table (running while the store is)."""
+        return self._events
+
+    @property
     def conn(self) -> aiosqlite.Connection:
         if self._conn is None or self._state is not StoreState.RUNNING:
             raise RuntimeError("store is not running")
         return self._conn
+
+    async def write(self, sql: str, parameters: Sequence[Any] = ()) -> int:
+        """Run one write statement on the registry connection; returns its row count.
+
+        Every statement on that connection holds the statement lock, writes included:
+        a write that ran while another coroutine's read cursor was still open would find
+        the connection inside a read transaction, and if the event queue's connection
+        committed since that read began, SQLite refuses the write at once ("database is
+        locked", without waiting out ``busy_timeout``).
+        """
+        async with self._statement_lock:
+            cursor = await self.conn.execute(sql, parameters)
+            rowcount = cursor.rowcount
+            await cursor.close()
+        return rowcount
 
     async def _migrate(self, conn: aiosqlite.Connection) -> None:
         async with conn.execute("PRAGMA user_version") as cursor:
@@ -115,7 +137,7 @@ class SqliteStore:
 
     async def insert_function(self, config: FunctionConfig) -> None:
         try:
-            await self.conn.execute(
+            await self.write(
                 "INSERT INTO functions (name, version, revision_id, code_sha256, config)"
                 " VALUES (?, ?, ?, ?, ?)",
                 (
@@ -130,7 +152,7 @@ class SqliteStore:
             raise ResourceConflictException(f"Function already exist: {config.name}") from exc
 
     async def replace_function(self, config: FunctionConfig, expected_revision: str) -> None:
-        cursor = await self.conn.execute(
+        rowcount = await self.write(
             "UPDATE functions SET revision_id = ?, code_sha256 = ?, config = ?"
             " WHERE name = ? AND version = ? AND revision_id = ?",
             (
@@ -142,7 +164,7 @@ class SqliteStore:
                 expected_revision,
             ),
         )
-        if cursor.rowcount != 1:
+        if rowcount != 1:
             raise PreconditionFailedException(
                 "The Revision Id provided does not match the latest Revision Id. "
                 "Call the GetFunction/GetAlias API to retrieve the latest Revision Id"
@@ -173,7 +195,7 @@ class SqliteStore:
 
     async def save_deployment(self, deployment_id: str, function_name: str, alias: str,
                               state: str, created_at: float, record: bytes) -> None:  # fmt: skip
-        await self.conn.execute(
+        await self.write(
             "INSERT INTO deployments (id, function_name, alias, state, created_at, record)"
             " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET state = excluded.state,"
             " record = excluded.record",
@@ -200,11 +222,11 @@ class SqliteStore:
 
     async def save_reserved(self, function_name: str, reserved: int | None) -> None:
         if reserved is None:
-            await self.conn.execute(
+            await self.write(
                 "DELETE FROM function_concurrency WHERE function_name = ?", (function_name,)
             )
             return
-        await self.conn.execute(
+        await self.write(
             "INSERT INTO function_concurrency (function_name, reserved) VALUES (?, ?)"
             " ON CONFLICT (function_name) DO UPDATE SET reserved = excluded.reserved",
             (function_name, reserved),
@@ -222,7 +244,7 @@ class SqliteStore:
         return [ProvisionedConfig(str(r[0]), str(r[1]), int(r[2]), str(r[3])) for r in rows]
 
     async def save_provisioned(self, config: ProvisionedConfig) -> None:
-        await self.conn.execute(
+        await self.write(
             "INSERT INTO provisioned_concurrency (function_name, qualifier, requested,"
             " last_modified) VALUES (?, ?, ?, ?) ON CONFLICT (function_name, qualifier)"
             " DO UPDATE SET requested = excluded.requested, last_modified = excluded.last_modified",
@@ -230,7 +252,7 @@ class SqliteStore:
         )
 
     async def delete_provisioned(self, function_name: str, qualifier: str) -> None:
-        await self.conn.execute(
+        await self.write(
             "DELETE FROM provisioned_concurrency WHERE function_name = ? AND qualifier = ?",
             (function_name, qualifier),
         )
@@ -252,10 +274,10 @@ class SqliteStore:
         return int(row[0])
 
     async def delete_version(self, function_name: str, version: str) -> None:
-        await self.conn.execute(
+        await self.write(
             "DELETE FROM functions WHERE name = ? AND version = ?", (function_name, version)
         )
-        await self.conn.execute(
+        await self.write(
             "DELETE FROM event_invoke_configs WHERE function_name = ? AND qualifier = ?",
             (function_name, version),
         )
@@ -268,7 +290,7 @@ class SqliteStore:
 
     async def insert_alias(self, alias: AliasConfig) -> None:
         try:
-            await self.conn.execute(
+            await self.write(
                 "INSERT INTO aliases (function_name, name, revision_id, config)"
                 " VALUES (?, ?, ?, ?)",
                 (alias.function_name, alias.name, alias.revision_id,
@@ -280,23 +302,23 @@ class SqliteStore:
             ) from exc
 
     async def replace_alias(self, alias: AliasConfig, expected_revision: str) -> None:
-        cursor = await self.conn.execute(
+        rowcount = await self.write(
             "UPDATE aliases SET revision_id = ?, config = ?"
             " WHERE function_name = ? AND name = ? AND revision_id = ?",
             (alias.revision_id, orjson.dumps(alias.to_record()), alias.function_name, alias.name,
              expected_revision),
         )  # fmt: skip
-        if cursor.rowcount != 1:
+        if rowcount != 1:
             raise PreconditionFailedException(
                 "The Revision Id provided does not match the latest Revision Id. "
                 "Call the GetFunction/GetAlias API to retrieve the latest Revision Id"
             )
 
     async def delete_alias(self, function_name: str, name: str) -> None:
-        await self.conn.execute(
+        await self.write(
             "DELETE FROM aliases WHERE function_name = ? AND name = ?", (function_name, name)
         )
-        await self.conn.execute(
+        await self.write(
             "DELETE FROM event_invoke_configs WHERE function_name = ? AND qualifier = ?",
             (function_name, name),
         )
@@ -326,7 +348,7 @@ class SqliteStore:
 
     async def insert_layer_version(self, layer: LayerVersion) -> None:
         try:
-            await self.conn.execute(
+            await self.write(
                 "INSERT INTO layer_versions (name, version, state, code_sha256, record)"
                 " VALUES (?, ?, ?, ?, ?)",
                 (
@@ -346,7 +368,7 @@ class SqliteStore:
         self, name: str, version: int, state: LayerVersionState
     ) -> None:
         # One statement, so it never interleaves with the event flusher's transaction.
-        await self.conn.execute(
+        await self.write(
             "UPDATE layer_versions SET state = ?,"
             " record = json_set(CAST(record AS TEXT), '$.state', ?)"
             " WHERE name = ? AND version = ?",
