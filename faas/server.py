@@ -102,7 +102,7 @@ class Server:
         store = SqliteStore(data_dir / "registry.sqlite3")
         await store.start()
         self._stop_steps.append(("store", store.stop))
-        event_queue: EventQueue = store
+        event_queue: EventQueue = store.events
         if config.events.event_queue_url:  # shared by several nodes instead of the embedded one
             # Imported here: asyncpg adds ~50 ms to the start of nodes that never use it.
             from faas.store.postgres_queue import PostgresEventQueue, load_node_id

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import secrets
+import os
 import time
 
 import orjson
@@ -18,7 +18,7 @@ from faas.errors import (
     InvalidRequestContentException,
     ValidationException,
 )
-from faas.models import InvocationRequest, InvocationType
+from faas.models import LATEST, InvocationRequest, InvocationType
 from faas.store.base import QueuedEvent
 
 # Wire names of the Invoke operation (lambda-compat.md A.6).
@@ -33,25 +33,25 @@ HEADER_TRACE_ID = "X-Amzn-Trace-Id"
 HEADER_TIMINGS = "X-Faas-Timings"
 _CLIENT_CONTEXT_MAX_BYTES = 3583
 _EMPTY_EVENT = b"{}"
+_INVOCATION_TYPES = {member.value: member for member in InvocationType}
 
 
-def new_trace_id() -> str:
+def new_trace_id(now: float | None = None) -> str:
     """An X-Ray trace header: ``Root=1-<8 hex time>-<24 hex>;Parent=<16 hex>;Sampled=0``."""
-    return (
-        f"Root=1-{int(time.time()):08x}-{secrets.token_hex(12)};"
-        f"Parent={secrets.token_hex(8)};Sampled=0"
-    )
+    random_hex = os.urandom(20).hex()  # one read of the system's randomness for both ids
+    epoch_s = int(time.time() if now is None else now)
+    return f"Root=1-{epoch_s:08x}-{random_hex[:24]};Parent={random_hex[24:]};Sampled=0"
 
 
 def _invocation_type(request: web.Request) -> InvocationType:
     text = request.headers.get(HEADER_INVOCATION_TYPE, InvocationType.REQUEST_RESPONSE.value)
-    try:
-        return InvocationType(text)
-    except ValueError:
+    invocation_type = _INVOCATION_TYPES.get(text)
+    if invocation_type is None:
         raise ValidationException(
             f"1 validation error detected: Value '{text}' at 'invocationType' failed to satisfy "
             "constraint: Member must satisfy enum value set: [Event, RequestResponse, DryRun]"
-        ) from None
+        )
+    return invocation_type
 
 
 def _wants_tail(request: web.Request) -> bool:
@@ -111,17 +111,19 @@ async def invoke(request: web.Request) -> web.Response:
     payload = await read_limited(request, limit, "Invoke") or _EMPTY_EVENT
     _check_json(payload)
     request_id: str = request[REQUEST_ID_KEY]
-    trace_id = request.headers.get(HEADER_TRACE_ID) or new_trace_id()
+    now = time.time()
+    trace_id = request.headers.get(HEADER_TRACE_ID) or new_trace_id(now)
     if invocation_type is InvocationType.DRY_RUN:
         return web.Response(status=204)
     if is_event:
+        # Answered only once the event is durable (the queue's commit returned).
         await services.dispatcher.submit(
             QueuedEvent(
                 request_id=request_id,
                 function_name=function.name,
-                qualifier=ref.qualifier or "$LATEST",
+                qualifier=ref.qualifier or LATEST,
                 payload=payload,
-                enqueued_at=time.time(),
+                enqueued_at=now,
                 trace_id=trace_id,
             )
         )

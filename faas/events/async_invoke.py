@@ -18,6 +18,15 @@ qualifier it was invoked with (``InvokeConfigs.policy_for``):
   ``EventAgeExceeded``; a retry that would come after that age is given up at once;
 - with reserved concurrency 0 an event is given up at once with ``RetriesExhausted``
   (no retries, as on Lambda).
+
+At most ``dispatch_concurrency`` events run at once, so the dispatcher, which
+shares the event loop (and on a small node the core) with the front door, cannot
+crowd out accepts. One lease takes as many events as there are free slots: while
+a lease is with the store, more slots free up and the next lease takes them all,
+so under load the store sees one lease per batch of events, not one per event
+(and the embedded store writes the acks of a batch in one transaction too). A
+lease that fails (the store is unreachable or broken) is logged and tried again
+after a backoff; the loop never ends but with ``stop``.
 """
 
 from __future__ import annotations
@@ -27,7 +36,9 @@ import contextlib
 import enum
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+
+from prometheus_client import Histogram
 
 from faas.catalog import FunctionCatalog
 from faas.config import EventsConfig
@@ -45,6 +56,9 @@ log = logging.getLogger(__name__)
 
 _LEASE_MARGIN_S = 60.0
 _MAX_TIMEOUT_S = 900.0
+# Waits after a failed lease: doubling from the first to the last.
+_LEASE_RETRY_FIRST_S = 0.05
+_LEASE_RETRY_LAST_S = 5.0
 # Dead-letter ErrorMessage of an event given up without running.
 _EXPIRED = "The event expired before the function could run it (throttled or queued too long)."
 _RESERVED_0 = (
@@ -62,6 +76,7 @@ class AsyncInvokeDispatcher:
     """Runs queued Event invocations with bounded concurrency."""
 
     __slots__ = (
+        "_ages",
         "_catalog",
         "_config",
         "_intake",
@@ -73,6 +88,7 @@ class AsyncInvokeDispatcher:
         "_queue",
         "_reserved_of",
         "_running",
+        "_slot_freed",
         "_state",
         "_versions",
     )
@@ -102,7 +118,10 @@ class AsyncInvokeDispatcher:
         self._outcomes = outcomes
         self._reserved_of = reserved_of  # a function's reserved concurrency, if it has one
         self._running: set[asyncio.Task[None]] = set()
+        self._slot_freed = asyncio.Event()  # an event finished since the loop last looked
         self._loop_task: asyncio.Task[None] | None = None
+        # The event-age histogram's child per function: labels() costs more than observe().
+        self._ages: dict[str, Histogram] = {}
         self._state = DispatcherState.NEW
 
     async def start(self) -> None:
@@ -128,24 +147,41 @@ class AsyncInvokeDispatcher:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
 
-    async def submit(self, event: QueuedEvent) -> None:
-        """Store ``event`` durably, then wake the dispatcher; returns once it is durable."""
-        await self._intake.submit(event)
+    def submit(self, event: QueuedEvent) -> Awaitable[None]:
+        """Store ``event`` durably, then wake the dispatcher; done once it is durable."""
+        return self._intake.submit(event)
 
     async def _dispatch_loop(self) -> None:
+        failures = 0  # leases failed in a row
         while True:
             free = self._config.dispatch_concurrency - len(self._running)
             if free <= 0:
-                await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
                 continue
             self._intake.arm()
-            events = await self._queue.lease(free, _MAX_TIMEOUT_S + _LEASE_MARGIN_S, time.time())
+            try:
+                events = await self._queue.lease(
+                    free, _MAX_TIMEOUT_S + _LEASE_MARGIN_S, time.time()
+                )
+            except Exception:  # a broken store must not end the loop: log, back off, retry
+                failures += 1
+                delay_s = min(_LEASE_RETRY_LAST_S, _LEASE_RETRY_FIRST_S * 2 ** min(failures, 16))
+                log.exception("leasing async events failed (%d in a row); next try in %.2fs",
+                              failures, delay_s)  # fmt: skip
+                await asyncio.sleep(delay_s)
+                continue
+            failures = 0
             for event in events:
                 task = asyncio.create_task(self._run_guarded(event))
                 self._running.add(task)
-                task.add_done_callback(self._running.discard)
+                task.add_done_callback(self._finished)
             if len(events) < free:
                 await self._intake.wait_for_submission(self._config.poll_interval_s)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._slot_freed.set()
 
     async def _run_guarded(self, event: QueuedEvent) -> None:
         try:
@@ -174,7 +210,7 @@ class AsyncInvokeDispatcher:
             outcome = self._unanswered(Condition.RETRIES_EXHAUSTED, function, event, _RESERVED_0)
             await self._outcomes.finish(event, policy, outcome, now)
             return
-        self._metrics.async_event_age.labels(event.function_name).observe(now - event.enqueued_at)
+        self._age_histogram(event.function_name).observe(now - event.enqueued_at)
         request = InvocationRequest(
             request_id=event.request_id,
             function=function,
@@ -216,6 +252,14 @@ class AsyncInvokeDispatcher:
             await self._outcomes.finish(event, policy, outcome, now)
             return
         await self._queue.retry(event.request_id, retry_at, attempts, throttles=0)
+
+    def _age_histogram(self, function_name: str) -> Histogram:
+        histogram = self._ages.get(function_name)
+        if histogram is None:
+            histogram = self._ages[function_name] = self._metrics.async_event_age.labels(
+                function_name
+            )
+        return histogram
 
     def _retry_delay_s(self, attempts: int) -> float:
         """The wait before retry number ``attempts`` (1-based); the last delay repeats."""

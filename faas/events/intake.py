@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from prometheus_client import Counter
+
 from faas.observe.metrics import Metrics
 from faas.store.base import EventQueue, QueuedEvent
 
@@ -19,17 +21,24 @@ from faas.store.base import EventQueue, QueuedEvent
 class EventIntake:
     """Durable submission of events, and the signal the dispatcher waits on."""
 
-    __slots__ = ("_metrics", "_queue", "_submitted")
+    __slots__ = ("_metrics", "_queue", "_received", "_submitted")
 
     def __init__(self, queue: EventQueue, metrics: Metrics) -> None:
         self._queue = queue
         self._metrics = metrics
         self._submitted = asyncio.Event()
+        # The received counter's child per function: labels() costs more than inc().
+        self._received: dict[str, Counter] = {}
 
     async def submit(self, event: QueuedEvent) -> None:
         """Store ``event`` durably, then wake the dispatcher; returns once it is durable."""
         await self._queue.enqueue(event)
-        self._metrics.async_events_received.labels(event.function_name).inc()
+        received = self._received.get(event.function_name)
+        if received is None:
+            received = self._received[event.function_name] = (
+                self._metrics.async_events_received.labels(event.function_name)
+            )
+        received.inc()
         self._submitted.set()
 
     def arm(self) -> None:
@@ -39,5 +48,8 @@ class EventIntake:
 
     async def wait_for_submission(self, timeout_s: float) -> None:
         """Return once an event was submitted since ``arm``, or after ``timeout_s``."""
+        if self._submitted.is_set():
+            return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._submitted.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self._submitted.wait()

@@ -147,10 +147,9 @@ class OutcomeDelivery:
         self, event: QueuedEvent, policy: AsyncPolicy, outcome: Outcome, now: float
     ) -> None:
         """Deliver what ``outcome`` owes, then remove the event from the queue."""
-        function_arn = self._catalog.function_arn(event.function_name, event.qualifier)
         if outcome.condition is Condition.SUCCESS:
             if policy.on_success:
-                record = destination_record(event, outcome, function_arn, now)
+                record = destination_record(event, outcome, self._arn_of(event), now)
                 await self._send_record(event, policy.on_success, record)
             await self._queue.ack(event.request_id)
             return
@@ -161,10 +160,13 @@ class OutcomeDelivery:
         if dead_letter_arn:
             await self._send_dead_letter(event, outcome, dead_letter_arn)
         if policy.on_failure:
-            record = destination_record(event, outcome, function_arn, now)
+            record = destination_record(event, outcome, self._arn_of(event), now)
             await self._send_record(event, policy.on_failure, record)
         self._metrics.async_events_dropped.labels(event.function_name).inc()
         await self._queue.ack(event.request_id)
+
+    def _arn_of(self, event: QueuedEvent) -> str:
+        return self._catalog.function_arn(event.function_name, event.qualifier)
 
     async def discard(self, event: QueuedEvent, reason: str) -> None:
         """Remove an event nothing can be done for (its function is gone)."""

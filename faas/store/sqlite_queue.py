@@ -1,24 +1,30 @@
 """The embedded event queue: the store's ``events`` table through a connection and a thread
 of its own.
 
-Design notes: every queue operation (enqueue, lease, ack, retry, ...) is a request
-handed to one writer thread that owns a ``sqlite3`` connection to the store's file
-(WAL, ``synchronous=FULL``). When the thread wakes it takes every request waiting
-and runs them all in one transaction, then answers the whole batch with one
-callback into the event loop. So a batch of any size costs one fsync, one wake of
-the thread and one wake of the loop, and the thread starts on the requests that
-arrived meanwhile as soon as the batch committed, without waiting for the loop
-(group commit, pipelined). An enqueue returns only after the transaction holding
-it committed: with ``synchronous=FULL`` the WAL was fsynced, so the event survives
-a crash of the process or of the machine. A batch of enqueues alone is a single
-multi-row ``INSERT`` in autocommit mode, one ``sqlite3_step`` in all; the thread
-gives up the GIL only there and while it waits. Leases are written too (they
-keep their meaning for ``lease_s``), but a fresh node releases them all at start,
-so they could not outlive the process anyway. A failed batch fails every request
-in it and nothing else. ``stop`` writes the requests already handed over, then
-closes the connection. The store's other tables stay on the aiosqlite
-connection; the two connections take turns as SQLite's single writer
-(``busy_timeout``).
+Design notes: queue operations (enqueue, lease, ack, retry, ...) made on the event
+loop are gathered into a batch; one writer thread, owning a ``sqlite3`` connection
+to the store's file (WAL), runs each batch in one transaction and answers it with
+one callback into the loop. Only one batch is with the thread at a time: what is
+made meanwhile gathers into the next one, handed over as soon as the previous one
+is answered (or, when the thread is idle, at the end of the current turn of the
+loop). So the batches grow with the load (group commit), and a batch of any size
+costs one commit, one wake of the thread and one of the loop: on a node whose
+accepts and writes share one core, those per-batch costs are what the batching
+saves. A batch of enqueues alone is one multi-row ``INSERT`` in autocommit mode, a
+single ``sqlite3_step``.
+
+Durability: a transaction holding an enqueue (or a retry, or a release of the
+leases) commits with ``synchronous=FULL``, so an enqueue returns only once the WAL
+was fsynced: the event survives a crash of the process or of the machine. A
+transaction of acks and leases alone commits with ``synchronous=NORMAL`` (no
+fsync): it survives a crash of the process, and a power loss can only undo it,
+which at worst runs a finished event again (at-least-once). A fresh node
+releases every lease at start anyway.
+
+A failed batch fails every request in it and nothing else. ``stop`` writes what
+was already asked for, then closes the connection. The store's other tables stay
+on the aiosqlite connection; the two connections take turns as SQLite's single
+writer (``busy_timeout``).
 """
 
 from __future__ import annotations
@@ -28,15 +34,14 @@ import enum
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 from faas.store.base import QueuedEvent
 
-# At most this many requests share one transaction; more wait for the next one.
-_MAX_BATCH: Final = 2048
-# Rows per multi-row INSERT or DELETE statement (bounded: one prepared statement per size).
+# Rows per multi-row INSERT or DELETE statement (one prepared statement per row count).
 _MAX_ROWS_PER_STATEMENT: Final = 256
 _BUSY_TIMEOUT_MS: Final = 5000
 _INSERT_COLUMNS: Final = (
@@ -55,44 +60,84 @@ _RETRY: Final = (
     "UPDATE events SET visible_at = ?, attempts = ?, throttles = ?, lease_until = NULL"
     " WHERE request_id = ?"
 )
+_RELEASE_ALL: Final = "UPDATE events SET lease_until = NULL"
+_DEPTH: Final = "SELECT COUNT(*) FROM events"
 
-
-class _Op(enum.Enum):
-    INSERT = "insert"  # argument: the QueuedEvent
-    ACK = "ack"  # argument: the request id
-    RETRY = "retry"  # argument: (visible_at, attempts, throttles, request id)
-    LEASE = "lease"  # argument: (lease_until, now, limit); result: list[QueuedEvent]
-    RELEASE_ALL = "release_all"  # argument: None
-    DEPTH = "depth"  # argument: None; result: int
-    STOP = "stop"  # argument: None; the thread closes the connection and ends
-
-
-_Request = tuple[_Op, object, "asyncio.Future[object] | None"]
 Item = TypeVar("Item")
+
+
+class _Sync(enum.Enum):
+    """How a commit reaches the disk (SQLite's ``synchronous`` in WAL mode)."""
+
+    FULL = "FULL"  # the WAL is fsynced before the commit returns: survives a power loss
+    NORMAL = "NORMAL"  # no fsync: survives a crash of the process, not a power loss
 
 
 class QueueState(enum.Enum):
     NEW = "new"  # constructed, no thread yet
-    RUNNING = "running"  # the writer thread serves requests
-    STOPPED = "stopped"  # the thread ended; cannot be started again
+    RUNNING = "running"  # the writer thread serves batches
+    STOPPED = "stopped"  # refusing requests; the thread ends once the last batch is written
+
+
+class _Batch:
+    """Requests gathered on the loop, written by the thread in one transaction."""
+
+    __slots__ = ("acks", "depth_answers", "events", "lease_answers", "leases", "releases",
+                 "retries", "write_answers")  # fmt: skip
+
+    def __init__(self) -> None:
+        self.events: list[QueuedEvent] = []
+        self.acks: list[str] = []  # request ids
+        self.retries: list[tuple[float, int, int, str]] = []  # visible_at, attempts, throttles, id
+        self.releases = 0  # release_all_leases calls
+        self.write_answers: list[asyncio.Future[None]] = []  # one per write above
+        self.leases: list[tuple[float, float, int]] = []  # lease_until, now, limit
+        self.lease_answers: list[asyncio.Future[list[QueuedEvent]]] = []
+        self.depth_answers: list[asyncio.Future[int]] = []
+
+    @property
+    def is_inserts_only(self) -> bool:
+        return not (self.acks or self.retries or self.releases or self.leases
+                    or self.depth_answers)  # fmt: skip
+
+    @property
+    def is_acks_only(self) -> bool:
+        return not (self.events or self.retries or self.releases or self.leases
+                    or self.depth_answers)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class _Written:
+    """What the thread read back for a batch, in the order of its requests."""
+
+    leased: list[list[QueuedEvent]]
+    depths: list[int]
 
 
 class SqliteEventQueue:
     """EventQueue over the ``events`` table of an SQLite file, written by one thread."""
 
-    __slots__ = ("_delete_sql", "_insert_sql", "_loop", "_path", "_requests", "_state",
-                 "_stopped", "_thread")  # fmt: skip
+    __slots__ = ("_batch", "_delete_sql", "_drained", "_insert_sql", "_is_handover_due",
+                 "_is_in_flight", "_loop", "_path", "_state", "_stopped", "_sync", "_thread",
+                 "_to_thread")  # fmt: skip
 
     def __init__(self, path: Path) -> None:
         """``path`` is the store's file; its schema must already hold the ``events`` table."""
         self._path = path
-        self._requests: queue.SimpleQueue[_Request] = queue.SimpleQueue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        # Batches for the thread; None tells it to close the connection and end.
+        self._to_thread: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
+        self._batch = _Batch()  # gathering since the batch in flight was handed over
+        self._is_in_flight = False  # the thread holds a batch
+        self._is_handover_due = False  # a handover is scheduled on the loop
+        self._drained = asyncio.Event()  # set while nothing is gathered or in flight
+        self._drained.set()
         self._stopped: asyncio.Future[None] | None = None
         # SQL text by row count, built once each (the connection caches the prepared ones).
         self._insert_sql: dict[int, str] = {}
         self._delete_sql: dict[int, str] = {}
+        self._sync = _Sync.FULL  # the connection's current setting (the thread's alone)
         self._state = QueueState.NEW
 
     async def start(self) -> None:
@@ -115,12 +160,13 @@ class SqliteEventQueue:
         self._state = QueueState.RUNNING
 
     async def stop(self) -> None:
-        """Write what was already handed over, then close the connection."""
+        """Refuse new requests, write those already made, then close the connection."""
         if self._state is not QueueState.RUNNING:
             self._state = QueueState.STOPPED
             return
         self._state = QueueState.STOPPED
-        self._requests.put((_Op.STOP, None, None))
+        await self._drained.wait()
+        self._to_thread.put(None)
         assert self._stopped is not None
         await self._stopped
 
@@ -128,36 +174,88 @@ class SqliteEventQueue:
 
     async def enqueue(self, event: QueuedEvent) -> None:
         """Return once the event is committed (durable)."""
-        await self._submit(_Op.INSERT, event)
+        answer = self._new_answer(self._batch.write_answers)
+        self._batch.events.append(event)
+        await answer
 
     async def lease(self, limit: int, lease_s: float, now: float) -> list[QueuedEvent]:
-        leased = await self._submit(_Op.LEASE, (now + lease_s, now, limit))
-        assert isinstance(leased, list)
-        return leased
+        answer = self._new_answer(self._batch.lease_answers)
+        self._batch.leases.append((now + lease_s, now, limit))
+        return await answer
 
     async def ack(self, request_id: str) -> None:
-        await self._submit(_Op.ACK, request_id)
+        answer = self._new_answer(self._batch.write_answers)
+        self._batch.acks.append(request_id)
+        await answer
 
     async def retry(
         self, request_id: str, visible_at: float, attempts: int, throttles: int = 0
     ) -> None:
-        await self._submit(_Op.RETRY, (visible_at, attempts, throttles, request_id))
+        answer = self._new_answer(self._batch.write_answers)
+        self._batch.retries.append((visible_at, attempts, throttles, request_id))
+        await answer
 
     async def release_all_leases(self) -> None:
-        await self._submit(_Op.RELEASE_ALL, None)
+        answer = self._new_answer(self._batch.write_answers)
+        self._batch.releases += 1
+        await answer
 
     async def depth(self) -> int:
-        count = await self._submit(_Op.DEPTH, None)
-        assert isinstance(count, int)
-        return count
+        return await self._new_answer(self._batch.depth_answers)
 
-    def _submit(self, op: _Op, argument: object) -> asyncio.Future[object]:
+    # On the loop: gather requests; one batch with the thread at a time
+
+    def _new_answer(self, answers: list[asyncio.Future[Item]]) -> asyncio.Future[Item]:
+        """A future for a request joining the gathering batch (appended to ``answers``)."""
         if self._state is not QueueState.RUNNING:
             raise RuntimeError("the event queue is not running")
-        assert self._loop is not None
-        answer: asyncio.Future[object] = self._loop.create_future()
-        self._requests.put((op, argument, answer))
+        loop = self._loop
+        assert loop is not None
+        answer: asyncio.Future[Item] = loop.create_future()
+        answers.append(answer)
+        if not self._is_in_flight and not self._is_handover_due:
+            # The thread is idle: hand over once this turn of the loop made its requests.
+            self._is_handover_due = True
+            self._drained.clear()
+            loop.call_soon(self._hand_over)
         return answer
+
+    def _hand_over(self) -> None:
+        self._is_handover_due = False
+        if self._is_in_flight:
+            return
+        batch = self._batch
+        self._batch = _Batch()
+        self._is_in_flight = True
+        self._to_thread.put(batch)
+
+    def _answer(self, batch: _Batch, written: _Written | BaseException) -> None:
+        """Answer each request of a batch the thread wrote, then hand over the next one."""
+        self._is_in_flight = False
+        if isinstance(written, BaseException):
+            answers: list[asyncio.Future[Any]] = [
+                *batch.write_answers,
+                *batch.lease_answers,
+                *batch.depth_answers,
+            ]  # Any: the futures of every kind of request fail alike
+            for answer in answers:
+                if not answer.done():
+                    answer.set_exception(written)
+        else:
+            for write_answer in batch.write_answers:
+                if not write_answer.done():
+                    write_answer.set_result(None)
+            for lease_answer, leased in zip(batch.lease_answers, written.leased, strict=True):
+                if not lease_answer.done():
+                    lease_answer.set_result(leased)
+            for depth_answer, depth in zip(batch.depth_answers, written.depths, strict=True):
+                if not depth_answer.done():
+                    depth_answer.set_result(depth)
+        gathered = self._batch
+        if gathered.write_answers or gathered.lease_answers or gathered.depth_answers:
+            self._hand_over()
+        elif not self._is_handover_due:
+            self._drained.set()
 
     # The writer thread
 
@@ -167,88 +265,73 @@ class SqliteEventQueue:
         try:
             conn = self._connect()
         except BaseException as exc:  # thread boundary: start() raises it
-            _post(loop, _settle_one, opened, exc)
-            _post(loop, _settle_one, self._stopped, None)
+            _post(loop, _settle, opened, exc)
+            _post(loop, _settle, self._stopped, None)
             return
-        _post(loop, _settle_one, opened, None)
+        _post(loop, _settle, opened, None)
         try:
-            while self._serve_batch(conn, loop):
-                pass
+            while (batch := self._to_thread.get()) is not None:
+                try:
+                    written: _Written | BaseException = self._write(conn, batch)
+                except Exception as exc:  # thread boundary: every request of the batch gets it
+                    written = exc
+                _post(loop, self._answer, batch, written)
         finally:
             conn.close()
-            _post(loop, _settle_one, self._stopped, None)
+            _post(loop, _settle, self._stopped, None)
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
             self._path,
             isolation_level=None,  # autocommit; transactions are explicit
-            check_same_thread=True,
             cached_statements=2 * _MAX_ROWS_PER_STATEMENT + 16,
         )
         try:
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute(f"PRAGMA synchronous={_Sync.FULL.value}")
             conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
         except BaseException:
             conn.close()
             raise
         return conn
 
-    def _serve_batch(self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop) -> bool:
-        """Take the waiting requests, run them in one transaction, answer them; False at STOP."""
-        batch = [self._requests.get()]
-        for _ in range(min(self._requests.qsize(), _MAX_BATCH - 1)):
-            batch.append(self._requests.get_nowait())
-        is_stopping = any(op is _Op.STOP for op, _, _ in batch)
-        work = [request for request in batch if request[0] is not _Op.STOP]
-        if work:
-            try:
-                results: Sequence[object] | BaseException = self._run(conn, work)
-            except Exception as exc:  # thread boundary: every request of the batch gets it
-                results = exc
-            _post(loop, _answer, work, results)
-        return not is_stopping
-
-    def _run(self, conn: sqlite3.Connection, batch: list[_Request]) -> list[object]:
-        """Every request of ``batch`` in one transaction; the results in the batch's order."""
-        events = [argument for op, argument, _ in batch if op is _Op.INSERT]
-        if len(events) == len(batch) and len(events) <= _MAX_ROWS_PER_STATEMENT:
-            # Enqueues alone, the accept path: one autocommit statement, one step.
-            self._insert(conn, events)  # type: ignore[arg-type]
-            return [None] * len(batch)
+    def _write(self, conn: sqlite3.Connection, batch: _Batch) -> _Written:
+        """The whole batch in one transaction."""
+        sync = _Sync.FULL if batch.events or batch.retries or batch.releases else _Sync.NORMAL
+        if sync is not self._sync:
+            conn.execute(f"PRAGMA synchronous={sync.value}")
+            self._sync = sync
+        # Enqueues alone (the accept path) or acks alone: one autocommit statement, so one
+        # step and one commit.
+        if batch.is_inserts_only and len(batch.events) <= _MAX_ROWS_PER_STATEMENT:
+            self._insert(conn, batch.events)
+            return _Written([], [])
+        if batch.is_acks_only and len(batch.acks) <= _MAX_ROWS_PER_STATEMENT:
+            conn.execute(self._delete_statement(len(batch.acks)), batch.acks)
+            return _Written([], [])
         conn.execute("BEGIN IMMEDIATE")
         try:
-            results = self._run_in_transaction(conn, batch, events)  # type: ignore[arg-type]
+            written = self._write_in_transaction(conn, batch)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        return results
+        return written
 
-    def _run_in_transaction(
-        self, conn: sqlite3.Connection, batch: list[_Request], events: list[QueuedEvent]
-    ) -> list[object]:
+    def _write_in_transaction(self, conn: sqlite3.Connection, batch: _Batch) -> _Written:
         # Writes first, then reads, so a lease or a count sees the batch's own writes.
-        for chunk in _chunks(events):
-            self._insert(conn, chunk)
-        acked = [argument for op, argument, _ in batch if op is _Op.ACK]
-        for chunk in _chunks(acked):
-            conn.execute(self._delete_statement(len(chunk)), chunk)
-        retries = [argument for op, argument, _ in batch if op is _Op.RETRY]
-        if retries:
-            conn.executemany(_RETRY, retries)  # type: ignore[arg-type]
-        if any(op is _Op.RELEASE_ALL for op, _, _ in batch):
-            conn.execute("UPDATE events SET lease_until = NULL")
-        results: list[object] = []
-        for op, argument, _ in batch:
-            if op is _Op.LEASE:
-                results.append(_lease(conn, argument))  # type: ignore[arg-type]
-            elif op is _Op.DEPTH:
-                results.append(int(conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]))
-            else:
-                results.append(None)
-        return results
+        for events in _chunks(batch.events):
+            self._insert(conn, events)
+        for request_ids in _chunks(batch.acks):
+            conn.execute(self._delete_statement(len(request_ids)), request_ids)
+        if batch.retries:
+            conn.executemany(_RETRY, batch.retries)
+        if batch.releases:
+            conn.execute(_RELEASE_ALL)
+        leased = [_lease(conn, *lease) for lease in batch.leases]
+        depths = [int(conn.execute(_DEPTH).fetchone()[0]) for _ in batch.depth_answers]
+        return _Written(leased, depths)
 
     def _insert(self, conn: sqlite3.Connection, events: list[QueuedEvent]) -> None:
         conn.execute(
@@ -275,8 +358,9 @@ class SqliteEventQueue:
         return sql
 
 
-def _lease(conn: sqlite3.Connection, argument: tuple[float, float, int]) -> list[QueuedEvent]:
-    lease_until, now, limit = argument
+def _lease(
+    conn: sqlite3.Connection, lease_until: float, now: float, limit: int
+) -> list[QueuedEvent]:
     rows = conn.execute(_LEASE, (lease_until, now, now, limit)).fetchall()
     return [
         QueuedEvent(
@@ -298,20 +382,8 @@ def _chunks(items: list[Item]) -> list[list[Item]]:
     return [items[start : start + step] for start in range(0, len(items), step)]
 
 
-def _answer(batch: list[_Request], results: Sequence[object] | BaseException) -> None:
-    """On the loop: hand each request its result, or the batch's failure."""
-    if isinstance(results, BaseException):
-        for _, _, answer in batch:
-            if answer is not None and not answer.done():
-                answer.set_exception(results)
-        return
-    for (_, _, answer), result in zip(batch, results, strict=True):
-        if answer is not None and not answer.done():
-            answer.set_result(result)
-
-
 def _post(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: object) -> None:
-    """Run ``callback(*args)`` on the loop; nothing waits for it any more if the loop closed."""
+    """Run ``callback(*args)`` on the loop; once the loop closed nothing waits for it."""
     try:
         loop.call_soon_threadsafe(callback, *args)
     except RuntimeError:
@@ -319,7 +391,7 @@ def _post(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args:
             raise
 
 
-def _settle_one(future: asyncio.Future[None], error: BaseException | None) -> None:
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
     if future.done():
         return
     if error is None:
