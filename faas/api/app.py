@@ -81,9 +81,7 @@ def build_app(services: Services) -> web.Application:
             web.post(_EVENT_INVOKE_CONFIG, event_invoke_configs.update_event_invoke_config),
             web.get(_EVENT_INVOKE_CONFIG, event_invoke_configs.get_event_invoke_config),
             web.delete(_EVENT_INVOKE_CONFIG, event_invoke_configs.delete_event_invoke_config),
-            web.get(
-                _EVENT_INVOKE_CONFIG + "/list", event_invoke_configs.list_event_invoke_configs
-            ),
+            web.get(_EVENT_INVOKE_CONFIG + "/list", event_invoke_configs.list_event_invoke_configs),
             web.get("/faas/v1/dlq/{queue}", dlq.list_dead_letters),
             web.post("/faas/v1/dlq/{queue}/redrive", dlq.redrive_dead_letters),
             web.post(_EVENT_SOURCE_MAPPINGS, event_source_mappings.create_event_source_mapping),
@@ -91,9 +89,7 @@ def build_app(services: Services) -> web.Application:
                 _EVENT_SOURCE_MAPPINGS + "/", event_source_mappings.create_event_source_mapping
             ),
             web.get(_EVENT_SOURCE_MAPPINGS, event_source_mappings.list_event_source_mappings),
-            web.get(
-                _EVENT_SOURCE_MAPPINGS + "/", event_source_mappings.list_event_source_mappings
-            ),
+            web.get(_EVENT_SOURCE_MAPPINGS + "/", event_source_mappings.list_event_source_mappings),
             web.get(_EVENT_SOURCE_MAPPING, event_source_mappings.get_event_source_mapping),
             web.put(_EVENT_SOURCE_MAPPING, event_source_mappings.update_event_source_mapping),
             web.delete(_EVENT_SOURCE_MAPPING, event_source_mappings.delete_event_source_mapping),
