@@ -7,9 +7,9 @@ import itertools
 import json
 import re
 import threading
-import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -548,6 +548,10 @@ def test_weighted_routing_share(server: FaasServer) -> None:
     assert 0.175 <= share <= 0.225, f"version 2 ran {share:.2%} of {dict(totals)}"
 
 
+def _all_moved_on(counts: list[int], marks: list[int]) -> bool:
+    return all(count > mark for count, mark in zip(counts, marks, strict=True))
+
+
 def test_repointing_under_load_never_fails(server: FaasServer, fn: str) -> None:
     client = lambda_client(server)
     client.create_alias(FunctionName=fn, Name="flip", FunctionVersion="1")
@@ -557,10 +561,12 @@ def test_repointing_under_load_never_fails(server: FaasServer, fn: str) -> None:
     clients = [lambda_client(server) for _ in range(loaders)]
 
     running = [threading.Event() for _ in range(loaders)]
+    answered = [0] * loaders  # invokes each loader has had answered (or failed)
 
     def load(index: int) -> list[Any]:
         outcomes: list[Any] = []
         while not stop.is_set():
+            answered[index] = len(outcomes)
             if outcomes:
                 running[index].set()
             try:
@@ -588,7 +594,9 @@ def test_repointing_under_load_never_fails(server: FaasServer, fn: str) -> None:
                 client.update_alias(FunctionName=fn, Name="flip", FunctionVersion=target)
                 response, _ = invoke_json(client, fn, Qualifier="flip")
                 assert response["ExecutedVersion"] == target
-                time.sleep(0.05)
+                # Every loader invokes again before the next repoint.
+                wait_until(partial(_all_moved_on, answered, list(answered)), 30,
+                           what="every loader to invoke after a repoint")  # fmt: skip
         finally:
             stop.set()
         outcomes = [outcome for future in futures for outcome in future.result()]

@@ -11,7 +11,6 @@ import base64
 import json
 import os
 import signal
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -69,11 +68,8 @@ def zygote_pids(server: FaasServer) -> list[int]:
 
 
 def wait_for_zygote(server: FaasServer) -> None:
-    deadline = time.monotonic() + 5
-    while not zygote_pids(server):
-        if time.monotonic() > deadline:
-            pytest.fail("the server started no zygote: environments would all be exec'd")
-        time.sleep(0.05)
+    wait_until(lambda: zygote_pids(server), 5,
+               what="a zygote (without one, environments would all be exec'd)")  # fmt: skip
 
 
 @pytest.fixture(scope="module")

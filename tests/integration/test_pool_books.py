@@ -708,24 +708,30 @@ def test_pool_books_stay_true_under_random_load(
     assert kills, f"no environment was killed: {summary}"
 
     # (b) Once the load has stopped the books settle, and agree with the processes.
-    state: dict[str, Any] | None = None
-    give_up = time.monotonic() + 30
-    while state is None or not is_settled(state):
-        assert time.monotonic() < give_up, f"the books never settled: {state}; {summary}"
-        time.sleep(0.1)
-        state = books(server)
+    seen: list[dict[str, Any]] = []
+
+    def settled() -> bool:
+        seen[:] = [books(server)]
+        return is_settled(seen[0])
+
+    try:
+        wait_until(settled, 30, interval_s=0.1, what="the books to settle")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {seen}; {summary}") from None
     backend = cgroup_backend(server)
     uses_cgroups = backend != "none"
     if uses_cgroups:
         assert workout.node_cgroups, f"cgroups: {backend}, but no faas/{server.pid}-* directory"
-    problems: list[str] | None = None
-    give_up = time.monotonic() + 15
-    while time.monotonic() < give_up:
-        problems = settled_problems(workout, uses_cgroups)
-        if problems == []:
-            break
-        time.sleep(0.2)
-    assert problems == [], f"settled books disagree with the host: {problems}"
+    problems: list[str] = []
+
+    def agree() -> bool:
+        problems[:] = settled_problems(workout, uses_cgroups)
+        return not problems
+
+    try:
+        wait_until(agree, 15, interval_s=0.2, what="the settled books to agree with the host")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {problems}") from None
 
     # (c) What the handlers recorded.
     environments = check_records(workout)
