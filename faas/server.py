@@ -37,7 +37,7 @@ from faas.observe.logs import LogSink
 from faas.observe.metrics import Metrics
 from faas.pool.invoker import Invoker
 from faas.pool.manager import PoolManager
-from faas.pool.metrics import ProvisionedCollector
+from faas.pool.metrics import ConcurrentExecutionsCollector, ProvisionedCollector
 from faas.runtime_api.server import RuntimeApiServer
 from faas.sandbox.cgroups import CgroupManager
 from faas.sandbox.launcher import Launcher
@@ -201,6 +201,7 @@ class Server:
         self._stop_steps.append(("concurrency", concurrency.stop))
         versions.add_alias_listener(concurrency.alias_changed)
         metrics.add_collector(ProvisionedCollector(pool))
+        metrics.add_collector(ConcurrentExecutionsCollector(pool))
         deployments = DeploymentManager(
             store, versions, metrics.versions,
             hook_invoker(invoker.invoke, versions, catalog.function_arn),

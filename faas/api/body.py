@@ -16,14 +16,14 @@ async def read_limited(request: web.Request, limit: int, operation: str) -> byte
     Raises:
         RequestTooLargeException: the body is larger than ``limit``.
     """
-    too_large = RequestTooLargeException(
-        f"Request must be smaller than {limit} bytes for the {operation} operation"
-    )
-    if request.content_length is not None and request.content_length > limit:
-        raise too_large
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise _too_large(limit, operation)
     body = await request.content.read(limit + 1)
     if len(body) > limit:
-        raise too_large
+        raise _too_large(limit, operation)
+    if declared is not None and len(body) == declared:
+        return body  # all of it (the usual case: one read)
     # read(n) may return less than is available; drain the rest within the limit.
     chunks = [body]
     total = len(body)
@@ -33,9 +33,15 @@ async def read_limited(request: web.Request, limit: int, operation: str) -> byte
             break
         total += len(chunk)
         if total > limit:
-            raise too_large
+            raise _too_large(limit, operation)
         chunks.append(chunk)
     return b"".join(chunks) if len(chunks) > 1 else body
+
+
+def _too_large(limit: int, operation: str) -> RequestTooLargeException:
+    return RequestTooLargeException(
+        f"Request must be smaller than {limit} bytes for the {operation} operation"
+    )
 
 
 async def read_json_object(request: web.Request) -> dict[str, Any]:

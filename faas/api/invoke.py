@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
 import time
 
 import orjson
 from aiohttp import web
 
 from faas.api.body import read_limited
-from faas.api.middleware import REQUEST_ID_KEY
+from faas.api.middleware import REQUEST_ID_HEADER, REQUEST_ID_KEY
 from faas.api.names import parse_function_name
 from faas.api.services import SERVICES
 from faas.errors import (
     InvalidRequestContentException,
     ValidationException,
 )
+from faas.ids import new_trace_id
 from faas.models import LATEST, InvocationRequest, InvocationType
 from faas.store.base import QueuedEvent
 
@@ -34,13 +34,6 @@ HEADER_TIMINGS = "X-Faas-Timings"
 _CLIENT_CONTEXT_MAX_BYTES = 3583
 _EMPTY_EVENT = b"{}"
 _INVOCATION_TYPES = {member.value: member for member in InvocationType}
-
-
-def new_trace_id(now: float | None = None) -> str:
-    """An X-Ray trace header: ``Root=1-<8 hex time>-<24 hex>;Parent=<16 hex>;Sampled=0``."""
-    random_hex = os.urandom(20).hex()  # one read of the system's randomness for both ids
-    epoch_s = int(time.time() if now is None else now)
-    return f"Root=1-{epoch_s:08x}-{random_hex[:24]};Parent={random_hex[24:]};Sampled=0"
 
 
 def _invocation_type(request: web.Request) -> InvocationType:
@@ -142,13 +135,13 @@ async def invoke(request: web.Request) -> web.Response:
         )
     )
     headers = {
+        "Content-Type": "application/json",
+        REQUEST_ID_HEADER: request_id,
         HEADER_EXECUTED_VERSION: result.executed_version,
-        HEADER_TIMINGS: ";".join(f"{name}={ms:.3f}" for name, ms in result.timings),
+        HEADER_TIMINGS: ";".join([f"{name}={ms:.3f}" for name, ms in result.timings]),
     }
     if result.function_error is not None:
         headers[HEADER_FUNCTION_ERROR] = result.function_error
     if wants_tail:
         headers[HEADER_LOG_RESULT] = base64.b64encode(result.log_tail).decode()
-    return web.Response(
-        status=200, body=result.payload, content_type="application/json", headers=headers
-    )
+    return web.Response(status=200, body=result.payload, headers=headers)

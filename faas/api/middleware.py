@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-import uuid
 
 import orjson
 from aiohttp import web
@@ -16,11 +15,13 @@ from faas.errors import (
     ServiceException,
     UnknownOperationException,
 )
+from faas.ids import new_request_id
 from faas.logs import request_id_var
 
 log = logging.getLogger(__name__)
 
 REQUEST_ID_KEY = "faas.request_id"
+REQUEST_ID_HEADER = "x-amzn-RequestId"
 _CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/")
 
 
@@ -39,7 +40,7 @@ def error_response(error: ApiError, request_id: str) -> web.Response:
     }
     headers = {
         "x-amzn-ErrorType": error.error_type,
-        "x-amzn-RequestId": request_id,
+        REQUEST_ID_HEADER: request_id,
         **error.extra_headers(),
     }
     return web.Response(
@@ -53,7 +54,7 @@ def error_response(error: ApiError, request_id: str) -> web.Response:
 @web.middleware
 async def lambda_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Give every response a request id; turn every failure into Lambda's error shape."""
-    request_id = str(uuid.uuid4())
+    request_id = new_request_id()
     request[REQUEST_ID_KEY] = request_id
     token = request_id_var.set(request_id)
     try:
@@ -77,5 +78,5 @@ async def lambda_errors(request: web.Request, handler: Handler) -> web.StreamRes
         return error_response(ServiceException("An internal error occurred."), request_id)
     finally:
         request_id_var.reset(token)
-    response.headers.setdefault("x-amzn-RequestId", request_id)
+    response.headers.setdefault(REQUEST_ID_HEADER, request_id)
     return response

@@ -22,16 +22,20 @@ from pathlib import Path
 from typing import BinaryIO
 
 TAIL_BYTES = 4096
-_SINK_QUEUE_RECORDS = 10_000
+MAX_PENDING_RECORDS = 10_000
 _LINGER_S = 0.02
-_BATCH_RECORDS = 5_000
 _OPEN_FILES = 64
 
 log = logging.getLogger(__name__)
 
 
 class InvocationLog:
-    """The log of one invocation (and, for a cold start, its environment's Init)."""
+    """The log of one invocation (and, for a cold start, its environment's Init).
+
+    Until the output passes ``limit`` bytes, writes are only appended (the tail is cut from
+    them when asked for); past it, the head stops growing and a separate tail keeps the
+    last 4 KB of everything written.
+    """
 
     __slots__ = ("_head", "_head_bytes", "_limit", "_tail", "_tail_bytes", "dropped_bytes")
 
@@ -39,21 +43,27 @@ class InvocationLog:
         self._limit = limit
         self._head: list[bytes] = []
         self._head_bytes = 0
-        self._tail: deque[bytes] = deque()
+        self._tail: deque[bytes] | None = None  # only once the head is full
         self._tail_bytes = 0
         self.dropped_bytes = 0
 
     def write(self, data: bytes) -> None:
-        if not data:
-            return
+        size = self._head_bytes + len(data)
+        if size <= self._limit and self._tail is None:
+            self._head.append(data)
+            self._head_bytes = size
+        elif data:
+            self._write_past_limit(data)
+
+    def _write_past_limit(self, data: bytes) -> None:
+        if self._tail is None:
+            self._tail = deque(_last_bytes(self._head, TAIL_BYTES))
+            self._tail_bytes = sum(len(chunk) for chunk in self._tail)
         room = self._limit - self._head_bytes
         if room > 0:
-            kept = data[:room]
-            self._head.append(kept)
-            self._head_bytes += len(kept)
-            self.dropped_bytes += len(data) - len(kept)
-        else:
-            self.dropped_bytes += len(data)
+            self._head.append(data[:room])
+            self._head_bytes += room
+        self.dropped_bytes += len(data) - max(room, 0)
         self._tail.append(data[-TAIL_BYTES:])
         self._tail_bytes += min(len(data), TAIL_BYTES)
         while self._tail_bytes - len(self._tail[0]) >= TAIL_BYTES:
@@ -64,7 +74,8 @@ class InvocationLog:
 
     def tail(self) -> bytes:
         """The last 4 KB, as Lambda returns in X-Amz-Log-Result."""
-        return b"".join(self._tail)[-TAIL_BYTES:]
+        chunks = self._tail if self._tail is not None else _last_bytes(self._head, TAIL_BYTES)
+        return b"".join(chunks)[-TAIL_BYTES:]
 
     def body(self) -> bytes:
         """What goes to the log file (truncated at the limit, with a note)."""
@@ -72,6 +83,16 @@ class InvocationLog:
         if self.dropped_bytes:
             text += b"[faas] %d bytes of log output truncated\n" % self.dropped_bytes
         return text
+
+
+def _last_bytes(chunks: list[bytes], count: int) -> list[bytes]:
+    """The fewest last ``chunks`` that hold at least ``count`` bytes (or all of them)."""
+    total = 0
+    start = len(chunks)
+    while start > 0 and total < count:
+        start -= 1
+        total += len(chunks[start])
+    return chunks[start:]
 
 
 def start_line(request_id: str, version: str) -> str:
@@ -111,11 +132,16 @@ def report_line(
 class LogSink:
     """Appends finished invocation logs to per-function files from a writer task."""
 
-    __slots__ = ("_directory", "_dropped", "_files", "_queue", "_writer")
+    __slots__ = ("_directory", "_dropped", "_files", "_idle", "_pending", "_wakeup", "_writer")
 
     def __init__(self, directory: Path) -> None:
         self._directory = directory
-        self._queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(_SINK_QUEUE_RECORDS)
+        # Records emitted since the writer last took them: a plain list, so that an emit is
+        # an append (and, for the first record of a batch, one wakeup).
+        self._pending: list[tuple[str, bytes]] = []
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()  # set while nothing is pending or being written
+        self._idle.set()
         self._writer: asyncio.Task[None] | None = None
         self._dropped = 0
         # Open log files by path, least recently written first; only the writer thread
@@ -128,10 +154,10 @@ class LogSink:
         self._writer = asyncio.create_task(self._write_loop(), name="log-sink-writer")
 
     async def stop(self) -> None:
-        """Write what is queued, then end the writer and close its files."""
+        """Write what is pending, then end the writer and close its files."""
         if self._writer is None:
             return
-        await self._queue.join()
+        await self._idle.wait()
         self._writer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._writer
@@ -143,10 +169,14 @@ class LogSink:
         return self._dropped
 
     def emit(self, function_name: str, data: bytes) -> None:
-        try:
-            self._queue.put_nowait((function_name, data))
-        except asyncio.QueueFull:
+        pending = self._pending
+        if len(pending) >= MAX_PENDING_RECORDS:
             self._dropped += 1
+            return
+        pending.append((function_name, data))
+        if len(pending) == 1:
+            self._idle.clear()
+            self._wakeup.set()
 
     def path_for(self, function_name: str, epoch_s: float | None = None) -> Path:
         day = time.strftime("%Y-%m-%d", time.gmtime(epoch_s))
@@ -154,18 +184,17 @@ class LogSink:
 
     async def _write_loop(self) -> None:
         while True:
-            first = await self._queue.get()
-            await asyncio.sleep(_LINGER_S)  # let a batch gather behind it
-            batch = [first]
-            while not self._queue.empty() and len(batch) < _BATCH_RECORDS:
-                batch.append(self._queue.get_nowait())
+            await self._wakeup.wait()
+            await asyncio.sleep(_LINGER_S)  # let a batch gather behind the first record
+            self._wakeup.clear()
+            batch, self._pending = self._pending, []
             try:
                 await asyncio.to_thread(self._append, batch)
-            except OSError:
+            except Exception:  # the writer's boundary: count the loss, keep writing
                 log.exception("could not write %d function log records", len(batch))
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
+                self._dropped += len(batch)
+            if not self._pending:
+                self._idle.set()
 
     def _append(self, batch: list[tuple[str, bytes]]) -> None:
         day = time.strftime("%Y-%m-%d", time.gmtime())

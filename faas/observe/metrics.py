@@ -43,7 +43,6 @@ class Metrics:
         "async_events_dropped",
         "async_events_received",
         "cold_starts",
-        "concurrent_executions",
         "dead_letter_errors",
         "destination_delivery_failures",
         "duration",
@@ -89,10 +88,6 @@ class Metrics:
         self.init_duration = Histogram(
             "faas_init_duration_seconds", "Init phase duration of new environments", ["function"],
             buckets=_DURATION_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.concurrent_executions = Gauge(
-            "faas_concurrent_executions", "Environments busy with an invocation", ["function"],
-            registry=r,
         )  # fmt: skip
         self.cold_starts = Counter(
             "faas_cold_starts", "Invocations that started a new environment", ["function"],

@@ -44,6 +44,10 @@ class ConcurrencyLimits:
     def in_flight(self) -> int:
         return sum(self._by_function.values())
 
+    def in_flight_by_function(self) -> list[tuple[str, int]]:
+        """(function name, executions running) of every function with one running."""
+        return list(self._by_function.items())
+
     def in_flight_of(self, function_name: str) -> int:
         return self._by_function.get(function_name, 0)
 

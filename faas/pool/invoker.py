@@ -6,7 +6,7 @@ import math
 import time
 from dataclasses import dataclass
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Histogram
 
 from faas.config import PoolConfig
 from faas.errors import (
@@ -43,7 +43,6 @@ class _Meters:
     invocations: Counter
     errors: Counter
     duration: Histogram
-    concurrent: Gauge
 
 
 class Invoker:
@@ -72,7 +71,6 @@ class Invoker:
                 metrics.invocations.labels(*key),
                 metrics.errors.labels(*key),
                 metrics.duration.labels(function.name),
-                metrics.concurrent_executions.labels(function.name),
             )
         return meters
 
@@ -96,7 +94,6 @@ class Invoker:
         timings = [("schedule", (time.perf_counter() - entered) * 1000)]
         log = InvocationLog(self._config.max_log_bytes_per_invoke)
         meters = self._meters_for(request)
-        meters.concurrent.inc()
         try:
             ending = await self._run(request, env, log, lease.is_cold)
             if lease.is_cold:
@@ -104,7 +101,6 @@ class Invoker:
             timings.append(("invoke", ending.duration_ms))
             return self._finish(request, log, ending, tuple(timings), meters)
         finally:
-            meters.concurrent.dec()
             self._pool.release(env)
 
     async def _run(
@@ -152,19 +148,17 @@ class Invoker:
     ) -> InvocationResult:
         function = request.function
         is_error = ending.status is not None or ending.is_function_error
-        log.write_line(end_line(request.request_id))
         max_memory_mb = max(1, math.ceil(ending.max_rss_kb / 1024)) if ending.max_rss_kb else 0
-        log.write_line(
-            report_line(
-                request.request_id,
-                ending.duration_ms,
-                function.memory_mb,
-                max_memory_mb,
-                ending.init_duration_ms,
-                ending.status,
-                ending.error_type if ending.status == "error" else None,
-            )
+        report = report_line(
+            request.request_id,
+            ending.duration_ms,
+            function.memory_mb,
+            max_memory_mb,
+            ending.init_duration_ms,
+            ending.status,
+            ending.error_type if ending.status == "error" else None,
         )
+        log.write_line(f"{end_line(request.request_id)}\n{report}")
         self._sink.emit(function.name, log.body())
         meters.invocations.inc()
         self._metrics.versions.record(function.name, function.version, is_error)

@@ -1,4 +1,4 @@
-"""Provisioned concurrency metrics, read from the pool at scrape time."""
+"""Concurrency metrics, read from the pool's books at scrape time (nothing per invoke)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,18 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from faas.pool.manager import PoolManager
 
 
-class ProvisionedCollector:
-    """ProvisionedConcurrentExecutions and ProvisionedConcurrencyUtilization per version."""
+class _PoolCollector:
+    """A prometheus collector whose families are read from the pool at scrape time."""
 
     def __init__(self, pool: PoolManager) -> None:
         self._pool = pool
 
     def describe(self) -> list[Metric]:
         return []  # families are only known at scrape time
+
+
+class ProvisionedCollector(_PoolCollector):
+    """ProvisionedConcurrentExecutions and ProvisionedConcurrencyUtilization per version."""
 
     def collect(self) -> Iterator[Metric]:
         labels = ["function", "version"]
@@ -40,3 +44,17 @@ class ProvisionedCollector:
         yield executions
         yield utilization
         yield allocated
+
+
+class ConcurrentExecutionsCollector(_PoolCollector):
+    """faas_concurrent_executions per function: its executions running now."""
+
+    def collect(self) -> Iterator[Metric]:
+        executions = GaugeMetricFamily(
+            "faas_concurrent_executions",
+            "Executions running (an environment busy with or starting for an invocation)",
+            labels=["function"],
+        )
+        for name, running in self._pool.limits.in_flight_by_function():
+            executions.add_metric([name], running)
+        yield executions

@@ -311,3 +311,16 @@ def test_invoke_waits_for_an_environment_instead_of_a_duplicate(
     assert [response["StatusCode"] for response, _ in results] == [200] * 3
     assert len({payload["pid"] for _, payload in results}) == 1
     assert len(books(server)["environments"]) == 1
+
+
+def test_concurrent_executions_metric_counts_running_invokes(shared: FaasServer) -> None:
+    name = _name("gauge")
+    create_function(lambda_client(shared), name, SLEEPER)
+    invoke_json(lambda_client(shared), name, {})  # warm, then idle
+    assert metric(shared, "faas_concurrent_executions", function=name) == 0
+    holders = [hold(shared, name, 3) for _ in range(2)]
+    wait_until(lambda: busy_count(shared, name) == 2, timeout_s=30)
+    assert metric(shared, "faas_concurrent_executions", function=name) == 2
+    for holder in holders:
+        holder.join(30)
+    assert metric(shared, "faas_concurrent_executions", function=name) == 0

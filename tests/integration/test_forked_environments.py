@@ -30,6 +30,8 @@ from faas_support import (
 
 ZYGOTE_MODULE = "faas_python_runtime.zygote"
 
+# Writes (and removes) 600 MB under /tmp on every invoke: its functions get Timeout=20, as a
+# slow disk takes seconds.
 PROBE = """
 import os, random, resource, sys
 def handler(event, context):
@@ -90,7 +92,7 @@ def invoke(client: Any, name: str, event: Any = None, **members: Any) -> tuple[d
 
 
 def test_environments_are_forked_and_see_lambdas_variables(client: Any, server: FaasServer) -> None:
-    create_function(client, "fk-env", PROBE, MemorySize=1024,
+    create_function(client, "fk-env", PROBE, MemorySize=1024, Timeout=20,
                     Environment={"Variables": {"GREETING": "hello"}})  # fmt: skip
     _, body = invoke(client, "fk-env")
     assert body["ppid"] in zygote_pids(server)
@@ -122,8 +124,8 @@ def test_tmp_is_private_per_environment_with_lambdas_limits(client: Any) -> None
 
 
 def test_two_environments_draw_different_random_numbers(client: Any) -> None:
-    create_function(client, "fk-rand-a", PROBE, MemorySize=1024)
-    create_function(client, "fk-rand-b", PROBE, MemorySize=1024)
+    create_function(client, "fk-rand-a", PROBE, MemorySize=1024, Timeout=20)
+    create_function(client, "fk-rand-b", PROBE, MemorySize=1024, Timeout=20)
     assert invoke(client, "fk-rand-a")[1]["random"] != invoke(client, "fk-rand-b")[1]["random"]
 
 
@@ -168,7 +170,7 @@ def test_a_layer_with_native_libraries_is_execd(client: Any, server: FaasServer)
 
 
 def test_a_start_up_only_python_variable_is_execd(client: Any, server: FaasServer) -> None:
-    create_function(client, "fk-warnings", PROBE, MemorySize=1024,
+    create_function(client, "fk-warnings", PROBE, MemorySize=1024, Timeout=20,
                     Environment={"Variables": {"PYTHONWARNINGS": "ignore"}})  # fmt: skip
     _, body = invoke(client, "fk-warnings")
     assert body["ppid"] == server.pid

@@ -21,9 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -38,6 +36,7 @@ from faas.events.mappings.failure_record import failure_record
 from faas.events.mappings.model import PROCESSING_OK, EventSourceMapping
 from faas.events.mappings.stream_retry import Settlement, StreamRetry
 from faas.events.sources.base import EventSource, SourceRecord
+from faas.ids import new_request_id, new_trace_id
 from faas.models import InvocationRequest, InvocationResult
 from faas.observe.metrics import Metrics
 from faas.pool.invoker import Invoker
@@ -98,11 +97,6 @@ class PollerContext:
         return Backoff(self.config.throttle_backoff_min_s, self.config.throttle_backoff_max_s)
 
 
-def new_trace_id() -> str:
-    """An X-Ray trace header for one batch invocation."""
-    return f"Root=1-{int(time.time()):08x}-{secrets.token_hex(12)};Sampled=0"
-
-
 async def pause(stop_event: asyncio.Event, seconds: float) -> None:
     """Sleep ``seconds``, or less if ``stop_event`` is set meanwhile."""
     with contextlib.suppress(TimeoutError):
@@ -150,11 +144,11 @@ class BatchProcessor:
             self._not_invoked(PROBLEM_FUNCTION_NOT_FOUND)
             return None
         request = InvocationRequest(
-            request_id=str(uuid.uuid4()),
+            request_id=new_request_id(),
             function=resolved.config,
             payload=orjson.dumps(self._source.event(records)),
             invoked_arn=self._function_arn,
-            trace_id=new_trace_id(),
+            trace_id=new_trace_id(parent=False),
             alias=resolved.alias,
         )
         try:

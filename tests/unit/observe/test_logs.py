@@ -1,8 +1,15 @@
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
-from faas.observe.logs import TAIL_BYTES, InvocationLog, LogSink, report_line
+from faas.observe.logs import (
+    MAX_PENDING_RECORDS,
+    TAIL_BYTES,
+    InvocationLog,
+    LogSink,
+    report_line,
+)
 
 
 def test_report_line_has_lambdas_exact_format() -> None:
@@ -38,3 +45,57 @@ async def test_sink_writes_per_function_files(tmp_path: Path) -> None:
     sink.emit("fn", b"world\n")
     await sink.stop()
     assert sink.path_for("fn").read_bytes() == b"hello\nworld\n"
+
+
+def test_tail_under_the_limit_is_the_last_4_kb_of_everything() -> None:
+    log = InvocationLog(limit=1_000_000)
+    written = b"".join(f"{i:05d}\n".encode() for i in range(2000))
+    for start in range(0, len(written), 7):
+        log.write(written[start : start + 7])
+    assert log.tail() == written[-TAIL_BYTES:]
+    assert log.body() == written
+    assert log.dropped_bytes == 0
+
+
+def test_tail_stays_exact_across_the_limit() -> None:
+    log = InvocationLog(limit=5000)
+    written = b""
+    for i in range(3000):
+        chunk = f"{i}:".encode() * (i % 5 + 1) + b"\n"
+        log.write(chunk)
+        written += chunk
+        if i % 97 == 0:
+            assert log.tail() == written[-TAIL_BYTES:]
+    assert log.tail() == written[-TAIL_BYTES:]
+    body = log.body()
+    assert body.startswith(written[:5000])
+    assert log.dropped_bytes == len(written) - 5000
+    assert body.endswith(b"[faas] %d bytes of log output truncated\n" % log.dropped_bytes)
+
+
+def test_empty_writes_change_nothing() -> None:
+    log = InvocationLog(limit=10)
+    log.write(b"")
+    log.write(b"0123456789")
+    log.write(b"")
+    assert log.body() == b"0123456789" and log.dropped_bytes == 0
+
+
+async def test_sink_stop_writes_records_emitted_while_a_batch_is_written(tmp_path: Path) -> None:
+    sink = LogSink(tmp_path)
+    await sink.start()
+    for round_ in range(5):
+        for i in range(200):
+            sink.emit("fn", b"%d-%d\n" % (round_, i))
+        await asyncio.sleep(0.005)  # let some batches start while more records arrive
+    await sink.stop()
+    lines = sink.path_for("fn").read_bytes().splitlines()
+    assert lines == [b"%d-%d" % (r, i) for r in range(5) for i in range(200)]
+    assert sink.dropped_records == 0
+
+
+async def test_sink_counts_records_it_has_no_room_for(tmp_path: Path) -> None:
+    sink = LogSink(tmp_path)  # not started: nothing drains the pending records
+    for i in range(MAX_PENDING_RECORDS + 25):
+        sink.emit("fn", b"%d\n" % i)
+    assert sink.dropped_records == 25
