@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import logging
 import signal
 import time
 import uuid
@@ -46,6 +47,8 @@ from faas.sandbox.launcher import (
     RuntimeProcess,
     signal_process_group,
 )
+
+logger = logging.getLogger(__name__)
 
 _OUTPUT_CHUNK = 64 * 1024
 
@@ -98,6 +101,7 @@ class Environment:
         "_endpoint",
         "_exit_watch",
         "_extension_processes",
+        "_init_boost_end",
         "_launched",
         "_launcher",
         "_log",
@@ -141,6 +145,8 @@ class Environment:
         self.env_id = uuid.uuid4().hex[:16]
         self._session: RuntimeSession | None = None
         self._cgroup: EnvironmentCgroup | None = None
+        # Restores the CPU share after Init, beside the first invoke rather than before it.
+        self._init_boost_end: asyncio.Task[None] | None = None
         self._extension_processes: list[asyncio.subprocess.Process] = []
         self.shutdown_reason = ShutdownReason.SPINDOWN
         self.code_directory = code_directory
@@ -307,7 +313,7 @@ class Environment:
         self.init_duration_ms = (time.perf_counter() - started) * 1000
         if frame is not None and frame.get("t") == "ready":
             if self._cgroup is not None:
-                await self._cgroup.set_init_boost(False)
+                self._init_boost_end = asyncio.create_task(self._end_init_boost(self._cgroup))
             function_init_ms = float(frame.get("function_init_ms") or 0.0)
             self.init_timings = {
                 "spawn": spawn_ms,
@@ -320,6 +326,12 @@ class Environment:
         await self._kill(ShutdownReason.FAILURE)
         self._log = None
         raise await self._init_failure(frame, init_timeout_s, request_id)
+
+    async def _end_init_boost(self, cgroup: EnvironmentCgroup) -> None:
+        try:
+            await cgroup.set_init_boost(False)
+        except OSError as exc:
+            logger.warning("environment %s keeps Init's CPU quota: %s", self.env_id, exc)
 
     async def _init_failure(
         self, frame: Frame | None, init_timeout_s: float, request_id: str
@@ -450,6 +462,8 @@ class Environment:
             # Anything the runtime left behind in its group goes too.
             signal_process_group(process.pid, signal.SIGKILL)
         await self._stop_extensions(reason)
+        if self._init_boost_end is not None:
+            await self._init_boost_end  # a quick write: not to race the removal below
         if self._cgroup is not None:
             # Every process of the environment, wherever it moved to, before waiting on pipes.
             await self._cgroup.remove()

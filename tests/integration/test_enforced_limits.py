@@ -202,3 +202,41 @@ def test_environments_run_as_an_unprivileged_user(make_server: ServerFactory) ->
         server.stop()
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+CPU_QUOTA_PROBE = """
+import os
+
+def cpu_limit():
+    # (quota, period) in microseconds of this process's cgroup; quota -1 means unlimited.
+    for line in open("/proc/self/cgroup").read().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            quota, period = open(f"/sys/fs/cgroup{path}/cpu.max").read().split()
+            return (-1 if quota == "max" else int(quota)), int(period)
+        if "cpu" in controllers.split(","):
+            base = "/sys/fs/cgroup/" + controllers
+            if not os.path.isdir(base):
+                base = "/sys/fs/cgroup/cpu"
+            read = lambda name: int(open(f"{base}{path}/{name}").read())
+            return read("cpu.cfs_quota_us"), read("cpu.cfs_period_us")
+
+AT_INIT = cpu_limit()
+
+def handler(event, context):
+    return {"init": AT_INIT, "invoke": cpu_limit()}
+"""
+
+
+@needs_cgroups
+def test_init_runs_unthrottled_and_invokes_at_the_memory_share(client: Any) -> None:
+    create_function(client, "cpu-share-885", CPU_QUOTA_PROBE, MemorySize=885)
+
+    def invoke_at_share() -> dict[str, Any] | None:
+        _, body = invoke(client, "cpu-share-885")
+        assert body["init"][0] == -1, f"Init ran with a CPU quota: {body}"
+        return body if body["invoke"][0] != -1 else None
+
+    body = wait_until(invoke_at_share, 10, what="the CPU share restored after Init")
+    quota, period = body["invoke"]
+    assert abs(quota / period - 885 / 1769) < 0.01
