@@ -59,6 +59,7 @@ _SETTLE_TASK = "settle-extensions"
 _PROVISION_TASK = "provision"
 _TEMPLATE_TASK = "snap-start-template"
 _REHEARSAL_TIMEOUT_S = 2.0
+_CAPACITY_SWEEP_MIN = 256  # queued capacity waiters (live or done) before the first sweep
 INITIALIZATION_PROVISIONED = "provisioned-concurrency"
 
 PoolKey = tuple[str, str, str]  # function name, version, revision id
@@ -127,6 +128,7 @@ class PoolManager:
     __slots__ = (
         "_background",
         "_buckets",
+        "_capacity_sweep_at",
         "_capacity_waiters",
         "_code_directory",
         "_committed_mb",
@@ -176,6 +178,7 @@ class PoolManager:
         self._memory_budget_mb = config.memory_budget_mb or default_memory_budget_mb()
         self._max_inits = config.max_concurrent_inits or 4 * (os.cpu_count() or 1)
         self._capacity_waiters: deque[asyncio.Future[Environment | None]] = deque()
+        self._capacity_sweep_at = _CAPACITY_SWEEP_MIN
         self._background: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
         self._workers: asyncio.Task[None] | None = None
@@ -281,7 +284,7 @@ class PoolManager:
             "live": len(self._live),
             "in_flight": self._limits.in_flight,
             "initializing": len(self._initializing),
-            "waiting": len(self._capacity_waiters),
+            "waiting": sum(1 for waiter in self._capacity_waiters if not waiter.done()),
             "committed_memory_mb": self._committed_mb,
             "memory_budget_mb": self._memory_budget_mb,
             "max_concurrent_inits": self._max_inits,
@@ -388,11 +391,12 @@ class PoolManager:
                 raise self._throttle(created, pool.config)
             waiter: asyncio.Future[Environment | None] = loop.create_future()
             pool.waiters.append(waiter)
-            self._capacity_waiters.append(waiter)
+            self._add_capacity_waiter(waiter)
+            # A timer that ends the wait (with None, as a wake does), rather than wait_for's
+            # extra future and callbacks: at high concurrency most invokes wait here.
+            timer = loop.call_later(wait_s, _end_wait, waiter)
             try:
-                handed = await asyncio.wait_for(waiter, wait_s)
-            except TimeoutError:
-                handed = None
+                handed = await waiter
             except BaseException:
                 # Cancelled (the client went away) just as an environment was handed over.
                 handed = waiter.result() if waiter.done() and not waiter.cancelled() else None
@@ -401,6 +405,7 @@ class PoolManager:
                     self._make_idle(pool, handed)
                 raise
             finally:
+                timer.cancel()
                 self._forget_waiter(pool, waiter)
             if self._state is not ManagerState.RUNNING:
                 if handed is not None:
@@ -409,15 +414,14 @@ class PoolManager:
             if handed is not None:
                 return Lease(handed, False, spillover and not handed.is_provisioned)
 
-    def _forget_waiter(
-        self, pool: FunctionPool, waiter: asyncio.Future[Environment | None]
-    ) -> None:
-        with contextlib.suppress(ValueError):
-            pool.waiters.remove(waiter)
-        with contextlib.suppress(ValueError):
-            self._capacity_waiters.remove(waiter)
-        if not waiter.done():
-            waiter.cancel()
+    def _add_capacity_waiter(self, waiter: asyncio.Future[Environment | None]) -> None:
+        """Queue ``waiter`` for room; waiters that were handed an environment meanwhile are
+        left in the queue (removing each costs a scan) and swept out once it doubles."""
+        waiters = self._capacity_waiters
+        if len(waiters) >= self._capacity_sweep_at:
+            self._capacity_waiters = waiters = deque(w for w in waiters if not w.done())
+            self._capacity_sweep_at = max(_CAPACITY_SWEEP_MIN, 2 * len(waiters))
+        waiters.append(waiter)
 
     def _throttle(self, blocked: Blocked, function: FunctionConfig) -> TooManyRequestsException:
         if blocked is Blocked.MEMORY:
@@ -435,6 +439,18 @@ class PoolManager:
                 self._config.burst_environments, self._config.burst_window_s, now
             )
         return bucket
+
+    def _forget_waiter(
+        self, pool: FunctionPool, waiter: asyncio.Future[Environment | None]
+    ) -> None:
+        if waiter.done() and not waiter.cancelled() and waiter.result() is not None:
+            return  # handed an environment: taken off the pool's queue by whoever did it
+        with contextlib.suppress(ValueError):
+            pool.waiters.remove(waiter)
+        with contextlib.suppress(ValueError):
+            self._capacity_waiters.remove(waiter)
+        if not waiter.done():
+            waiter.cancel()
 
     def _try_create(
         self, pool: FunctionPool, provisioned: bool = False, ahead: bool = False
@@ -803,6 +819,12 @@ class PoolManager:
         log.debug("pre-warming %s:%s: %s", pool.config.name, pool.config.version, created)
         if isinstance(created, Environment):
             self._track(asyncio.create_task(self._provision(pool, created), name=_PROVISION_TASK))
+
+
+def _end_wait(waiter: asyncio.Future[Environment | None]) -> None:
+    """The wait for an environment ran out: the waiter sees None, as after a wake."""
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _key_of(env: Environment) -> PoolKey:
