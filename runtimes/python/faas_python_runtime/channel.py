@@ -21,20 +21,35 @@ RECEIVE_BYTES = 256 * 1024
 Frame = dict[str, Any]
 
 
-def _peak_memory_kb(peak_file: str | None) -> int:
-    """The larger of our own peak RSS and the whole environment's (its cgroup's) peak."""
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    if peak_file is None:
-        return own
-    try:
-        fd = os.open(peak_file, os.O_RDONLY)
+class PeakMemory:
+    """The memory high-water mark reported with each result: the larger of our own peak RSS
+    and the whole environment's (its cgroup's file, kept open and read again in place)."""
+
+    __slots__ = ("_fd", "_path")
+
+    def __init__(self, path: str | None) -> None:
+        self._path = path
+        self._fd: int | None = None  # opened on first use, by the process that reads it
+
+    def kb(self) -> int:
+        own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        if self._path is None:
+            return own
         try:
-            tree = int(os.read(fd, 64)) // 1024
-        finally:
-            os.close(fd)
-    except (OSError, ValueError):
-        return own
-    return max(own, tree)
+            if self._fd is None:
+                self._fd = os.open(self._path, os.O_RDONLY)
+            return max(own, int(os.pread(self._fd, 64, 0)) // 1024)
+        except (OSError, ValueError):
+            self.close()  # opened again next time (the handler may have closed it)
+            return own
+
+    def close(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            try:
+                os.close(fd)
+            except OSError:
+                pass  # closed already
 
 
 class Channel:
@@ -45,11 +60,11 @@ class Channel:
     `Transport` (transport.py): a received `invoke` frame is the invocation itself.
     """
 
-    __slots__ = ("_packer", "_peak_file", "_send_lock", "_sock", "_unpacker")
+    __slots__ = ("_packer", "_peak_memory", "_send_lock", "_sock", "_unpacker")
 
     def __init__(self, sock: socket.socket, peak_memory_file: str | None = None) -> None:
         sock.setblocking(True)
-        self._peak_file = peak_memory_file
+        self._peak_memory = PeakMemory(peak_memory_file)
         self._sock = sock
         self._packer = msgpack.Packer(use_bin_type=True)
         self._unpacker = msgpack.Unpacker(raw=False)
@@ -87,7 +102,8 @@ class Channel:
 
     def use_peak_memory_file(self, peak_memory_file: str | None) -> None:
         """Report memory from another cgroup's high-water mark (a restored SnapStart copy)."""
-        self._peak_file = peak_memory_file
+        self._peak_memory.close()
+        self._peak_memory = PeakMemory(peak_memory_file)
 
     def close(self) -> None:
         """Close the socket."""
@@ -126,7 +142,7 @@ class Channel:
                 "t": "result",
                 "id": request_id,
                 "payload": payload,
-                "max_rss_kb": _peak_memory_kb(self._peak_file),
+                "max_rss_kb": self._peak_memory.kb(),
             }
         )
 
@@ -138,7 +154,7 @@ class Channel:
                 "id": request_id,
                 "payload": json.dumps(error).encode("utf-8"),
                 "error_type": error["errorType"],
-                "max_rss_kb": _peak_memory_kb(self._peak_file),
+                "max_rss_kb": self._peak_memory.kb(),
             }
         )
 
