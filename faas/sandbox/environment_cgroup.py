@@ -44,6 +44,7 @@ _ENTER_SCRIPT = (
 )
 _POLL_S = 0.01
 _ENTER_POLL_S = 0.001
+_ENTER_POLL_MAX_S = 0.008
 
 
 class CgroupKind(enum.Enum):
@@ -336,10 +337,14 @@ class KernelCgroup(EnvironmentCgroup):
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._kill_timeout_s
+        pause_s = _ENTER_POLL_S
         while not await asyncio.to_thread(self._has_entered, pid):
             if loop.time() > deadline:
                 raise PlatformError(f"process {pid} did not enter the cgroup of {self.env_id}")
-            await asyncio.sleep(_ENTER_POLL_S)
+            await asyncio.sleep(pause_s)
+            # Entering can wait for the kernel (an RCU grace period, longer while many
+            # environments start): each look costs a thread hop and the cgroup lock.
+            pause_s = min(2 * pause_s, _ENTER_POLL_MAX_S)
 
     async def adopt(self, pid: int) -> None:
         def move() -> None:
