@@ -89,6 +89,7 @@ class Forking:
             self._give_up_forking(str(exc) or type(exc).__name__)
             return
         if self._spare_count > 0 and self.is_running:
+            await self._isolation.ready()
             is_unshared = self._isolation.mode is IsolationMode.NAMESPACE
             self._spares = SparePool(
                 zygote, self._cgroups, self._spare_count, is_unshared=is_unshared

@@ -208,6 +208,7 @@ class Launcher:
         if config.runtime not in NATIVE_PYTHON_RUNTIMES or self._python_over_runtime_api:
             raise TemplateUnavailable("templates are for native Python functions over frames")
         env_id = f"tpl-{secrets.token_hex(8)}"
+        await self._isolation.ready()
         spec = self._isolation.describe(
             env_id, config.ephemeral_storage_mb, self.family(config), opt_path
         )
@@ -379,6 +380,7 @@ class Launcher:
         Raises:
             InitFailed: the runtime cannot be started (no bootstrap, no Node.js).
         """
+        await self._isolation.ready()
         stream_name = log_stream_name(config.version)
         env = self.environment_variables(config, stream_name, opt_path, initialization_type)
         env["LAMBDA_TASK_ROOT"] = code_directory

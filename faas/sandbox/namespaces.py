@@ -17,17 +17,20 @@ the runtime's zygote (which makes the directory too).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import os
 import pwd
 import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 LAMBDA_MAX_OPEN_FILES = 1024
+_PROBE_TIMEOUT_S = 5.0
 # Runs inside the new mount namespace: paths the environment needs that live under /tmp
 # (code, interpreter, packages) are bound into the private directory first, then the
 # private directory goes on /tmp, and the runtime starts.
@@ -85,7 +88,7 @@ class IsolationSpec:
 class Isolation:
     """Decides, once at start-up, how environments are isolated on this machine."""
 
-    __slots__ = ("_ids", "_keep", "_mode", "_root", "_run_as")
+    __slots__ = ("_choosing", "_ids", "_keep", "_mode", "_root", "_run_as")
 
     def __init__(self, tmp_root: Path, run_as_user: str) -> None:
         self._root = tmp_root
@@ -94,9 +97,17 @@ class Isolation:
         self._ids: dict[str, tuple[int, int]] = {}
         self._mode = IsolationMode.TMPDIR
         self._keep: list[str] = []  # needed paths under /tmp, re-bound inside the namespace
+        self._choosing: asyncio.Task[None] | None = None  # the probes, until they are done
 
     @property
     def mode(self) -> IsolationMode:
+        """How environments are isolated (known once ``ready`` has returned).
+
+        Raises:
+            RuntimeError: the probes that decide it still run.
+        """
+        if self._choosing is None or not self._choosing.done():
+            raise RuntimeError("the isolation mode is not chosen yet: await ready() first")
         return self._mode
 
     def user_ids(self, family: str) -> tuple[int, int] | None:
@@ -104,12 +115,38 @@ class Isolation:
         return self._ids.get(family)
 
     async def start(self, needed_paths: dict[str, list[str]]) -> None:
-        """Choose the mode and, per runtime family, whether its environments drop to the
-        unprivileged user: only if that user can reach every path the family needs."""
+        """Make the directory of the environments' /tmp directories and begin choosing the
+        mode and, per runtime family, whether its environments drop to the unprivileged
+        user (only if that user can reach every path the family needs). The choice takes
+        probe processes, so it runs in the background: ``ready`` waits for it."""
+        if self._choosing is not None:
+            raise RuntimeError("isolation already started")
         every_path = [path for paths in needed_paths.values() for path in paths]
         await asyncio.to_thread(self._root.mkdir, parents=True, exist_ok=True)
         self._keep = await asyncio.to_thread(_paths_under_tmp, every_path)
         await asyncio.to_thread(os.chmod, self._root, 0o711)
+        self._choosing = asyncio.create_task(self._choose(needed_paths), name="isolation-probes")
+
+    async def ready(self) -> None:
+        """Wait until the mode is chosen (at once after the first time).
+
+        Raises:
+            RuntimeError: ``start`` was not called.
+        """
+        if self._choosing is None:
+            raise RuntimeError("isolation not started")
+        if not self._choosing.done():
+            await asyncio.shield(self._choosing)
+
+    async def _choose(self, needed_paths: dict[str, list[str]]) -> None:
+        try:
+            await self._probe(needed_paths)
+        except Exception:  # task boundary: a probe that cannot run leaves the safe mode
+            log.exception("cannot probe for namespaces: environments get a TMPDIR only")
+            self._mode = IsolationMode.TMPDIR
+            self._ids.clear()
+
+    async def _probe(self, needed_paths: dict[str, list[str]]) -> None:
         if os.geteuid() == 0 and await self._namespaces_work():
             self._mode = IsolationMode.NAMESPACE
             if self._run_as:
@@ -128,6 +165,10 @@ class Isolation:
         )
 
     async def stop(self) -> None:
+        if self._choosing is not None and not self._choosing.done():
+            self._choosing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._choosing
         await asyncio.to_thread(shutil.rmtree, self._root, True)
 
     async def _usable_ids(self, family: str, needed_paths: list[str]) -> tuple[int, int] | None:
@@ -141,19 +182,18 @@ class Isolation:
             return ids
         # Readable, and searchable if a directory (a plain file needs no execute bit); one
         # probe for every path, which prints the first one the user cannot reach.
-        probe = await asyncio.create_subprocess_exec(
+        probe = await _run_probe(
             "setpriv", f"--reuid={ids[0]}", f"--regid={ids[1]}", "--clear-groups", "--",
             "/bin/sh", "-c",
             'for p; do test -r "$p" && { test ! -d "$p" || test -x "$p"; } '
             '|| { printf %s "$p"; exit 1; }; done',
             "faas-probe", *needed_paths,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
-        unreachable, _ = await probe.communicate()
-        if probe.returncode != 0:
+        if probe is None or probe.returncode != 0:
+            unreachable = probe.stdout.decode(errors="replace") if probe else "the probe"
             log.warning(
                 "%s environments run as the node's user: %s is not reachable by user %r",
-                family, unreachable.decode(errors="replace"), self._run_as,
+                family, unreachable, self._run_as,
             )  # fmt: skip
             return None
         return ids
@@ -161,14 +201,8 @@ class Isolation:
     async def _namespaces_work(self) -> bool:
         if not all(shutil.which(tool) for tool in ("unshare", "setpriv", "prlimit")):
             return False
-        try:
-            probe = await asyncio.create_subprocess_exec(
-                "unshare", "--mount", "--propagation", "private", "--", "true",
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-            )  # fmt: skip
-            return await asyncio.wait_for(probe.wait(), 5) == 0
-        except (OSError, TimeoutError):
-            return False
+        probe = await _run_probe("unshare", "--mount", "--propagation", "private", "--", "true")
+        return probe is not None and probe.returncode == 0
 
     def describe(
         self, env_id: str, storage_mb: int, family: str, opt_path: str | None = None
@@ -180,7 +214,7 @@ class Isolation:
         """
         directory = self._root / env_id
         ids = self._ids.get(family)
-        is_unshared = self._mode is IsolationMode.NAMESPACE
+        is_unshared = self.mode is IsolationMode.NAMESPACE
         return IsolationSpec(
             is_unshared=is_unshared,
             tmp_directory=directory,
@@ -199,6 +233,7 @@ class Isolation:
 
         In a namespace, ``opt_path`` (the merged layers) is mounted read-only at /opt.
         """
+        await self.ready()
         spec = self.describe(env_id, storage_mb, family, opt_path)
         await asyncio.to_thread(_make_directory, spec.tmp_directory, spec.user_ids)
         limits = [
@@ -223,6 +258,22 @@ class Isolation:
     async def release(self, env_id: str) -> None:
         """Wipe the environment's /tmp."""
         await asyncio.to_thread(shutil.rmtree, self._root / env_id, True)
+
+
+async def _run_probe(*argv: str) -> subprocess.CompletedProcess[bytes] | None:
+    """Run a short probe program to its end (None if it cannot run or takes over 5 s).
+
+    From a thread, where the interpreter starts it with vfork: the event loop's own way
+    forks the whole node (its page tables copied) while the loop waits, at start-up when
+    the first requests are being answered.
+    """
+    try:
+        return await asyncio.to_thread(
+            subprocess.run, argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, timeout=_PROBE_TIMEOUT_S, check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return None
 
 
 def _paths_under_tmp(paths: list[str]) -> list[str]:
