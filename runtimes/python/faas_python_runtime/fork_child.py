@@ -144,6 +144,8 @@ def park_child(
         _prepare(template, park.cgroup_procs, park.is_unshared)
         die_with_parent(template.zygote_pid)  # the runtime finds it armed: one thread less
         rehearse()
+        if template.areas is not None:
+            template.areas.touch()
         request = _await_request(channel_fd)
         if os.geteuid() == 0:
             os.setpriority(os.PRIO_PROCESS, 0, priority)

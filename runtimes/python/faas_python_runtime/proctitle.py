@@ -57,6 +57,13 @@ class ProcessAreas:
             return None
         return cls(arg_start, arg_end, env_start, len(entry) + 1)
 
+    def touch(self) -> None:
+        """Write both areas back unchanged: a forked child takes their copy-on-write faults
+        now (a parked one, while it waits) rather than in ``rewrite``, during a cold start."""
+        for start, size in ((self.arg_start, self.arg_end - self.arg_start),
+                            (self.env_start, self.env_room)):  # fmt: skip
+            ctypes.memmove(start, ctypes.string_at(start, size), size)
+
     def rewrite(self, argv: Sequence[str], environ: Mapping[str, str]) -> None:
         """Show ``argv`` and ``environ``; call only after the environment was replaced."""
         title = " ".join(argv).encode("utf-8", "surrogateescape")
