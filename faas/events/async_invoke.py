@@ -38,8 +38,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from prometheus_client import Histogram
-
 from faas.catalog import FunctionCatalog
 from faas.config import EventsConfig
 from faas.errors import ApiError, PlatformError, ResourceNotFoundException
@@ -76,7 +74,6 @@ class AsyncInvokeDispatcher:
     """Runs queued Event invocations with bounded concurrency."""
 
     __slots__ = (
-        "_ages",
         "_catalog",
         "_config",
         "_intake",
@@ -120,8 +117,6 @@ class AsyncInvokeDispatcher:
         self._running: set[asyncio.Task[None]] = set()
         self._slot_freed = asyncio.Event()  # an event finished since the loop last looked
         self._loop_task: asyncio.Task[None] | None = None
-        # The event-age histogram's child per function: labels() costs more than observe().
-        self._ages: dict[str, Histogram] = {}
         self._state = DispatcherState.NEW
 
     async def start(self) -> None:
@@ -210,7 +205,8 @@ class AsyncInvokeDispatcher:
             outcome = self._unanswered(Condition.RETRIES_EXHAUSTED, function, event, _RESERVED_0)
             await self._outcomes.finish(event, policy, outcome, now)
             return
-        self._age_histogram(event.function_name).observe(now - event.enqueued_at)
+        metrics = self._metrics
+        metrics.child(metrics.async_event_age, event.function_name).observe(now - event.enqueued_at)
         request = InvocationRequest(
             request_id=event.request_id,
             function=function,
@@ -252,14 +248,6 @@ class AsyncInvokeDispatcher:
             await self._outcomes.finish(event, policy, outcome, now)
             return
         await self._queue.retry(event.request_id, retry_at, attempts, throttles=0)
-
-    def _age_histogram(self, function_name: str) -> Histogram:
-        histogram = self._ages.get(function_name)
-        if histogram is None:
-            histogram = self._ages[function_name] = self._metrics.async_event_age.labels(
-                function_name
-            )
-        return histogram
 
     def _retry_delay_s(self, attempts: int) -> float:
         """The wait before retry number ``attempts`` (1-based); the last delay repeats."""

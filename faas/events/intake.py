@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from prometheus_client import Counter
-
 from faas.observe.metrics import Metrics
 from faas.store.base import EventQueue, QueuedEvent
 
@@ -21,24 +19,18 @@ from faas.store.base import EventQueue, QueuedEvent
 class EventIntake:
     """Durable submission of events, and the signal the dispatcher waits on."""
 
-    __slots__ = ("_metrics", "_queue", "_received", "_submitted")
+    __slots__ = ("_metrics", "_queue", "_submitted")
 
     def __init__(self, queue: EventQueue, metrics: Metrics) -> None:
         self._queue = queue
         self._metrics = metrics
         self._submitted = asyncio.Event()
-        # The received counter's child per function: labels() costs more than inc().
-        self._received: dict[str, Counter] = {}
 
     async def submit(self, event: QueuedEvent) -> None:
         """Store ``event`` durably, then wake the dispatcher; returns once it is durable."""
         await self._queue.enqueue(event)
-        received = self._received.get(event.function_name)
-        if received is None:
-            received = self._received[event.function_name] = (
-                self._metrics.async_events_received.labels(event.function_name)
-            )
-        received.inc()
+        metrics = self._metrics
+        metrics.child(metrics.async_events_received, event.function_name).inc()
         self._submitted.set()
 
     def arm(self) -> None:

@@ -162,7 +162,7 @@ class OutcomeDelivery:
         if policy.on_failure:
             record = destination_record(event, outcome, self._arn_of(event), now)
             await self._send_record(event, policy.on_failure, record)
-        self._metrics.async_events_dropped.labels(event.function_name).inc()
+        self._metrics.child(self._metrics.async_events_dropped, event.function_name).inc()
         await self._queue.ack(event.request_id)
 
     def _arn_of(self, event: QueuedEvent) -> str:
@@ -172,7 +172,7 @@ class OutcomeDelivery:
         """Remove an event nothing can be done for (its function is gone)."""
         log.warning("async event %s of %s dropped: %s",
                     event.request_id, event.function_name, reason)  # fmt: skip
-        self._metrics.async_events_dropped.labels(event.function_name).inc()
+        self._metrics.child(self._metrics.async_events_dropped, event.function_name).inc()
         await self._queue.ack(event.request_id)
 
     async def _send_dead_letter(self, event: QueuedEvent, outcome: Outcome, arn: str) -> None:
@@ -181,7 +181,7 @@ class OutcomeDelivery:
                 arn, event.payload, dead_letter_attributes(event, outcome)
             )
         except Exception:  # a broken target must not hold the queue; counted and logged
-            self._metrics.dead_letter_errors.labels(event.function_name).inc()
+            self._metrics.child(self._metrics.dead_letter_errors, event.function_name).inc()
             log.exception("async event %s of %s (%d bytes) could not be sent to its "
                           "dead-letter target %s", event.request_id, event.function_name,
                           len(event.payload), arn)  # fmt: skip
@@ -190,7 +190,8 @@ class OutcomeDelivery:
         try:
             await self._destinations.deliver(arn, record)
         except Exception:  # a broken target must not hold the queue; counted and logged
-            self._metrics.destination_delivery_failures.labels(event.function_name).inc()
+            metrics = self._metrics
+            metrics.child(metrics.destination_delivery_failures, event.function_name).inc()
             log.exception("async event %s of %s: its invocation record could not be sent "
                           "to the destination %s", event.request_id, event.function_name,
                           arn)  # fmt: skip

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
+
+LabelledMetric = TypeVar("LabelledMetric", bound=MetricWrapperBase)
 
 _DURATION_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -39,6 +43,7 @@ class Metrics:
     """Every metric faas exports, labelled by function (and executed version where it applies)."""
 
     __slots__ = (
+        "_children",
         "async_event_age",
         "async_events_dropped",
         "async_events_received",
@@ -63,6 +68,8 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.versions = VersionTally()
+        # Labelled children by (metric, label values): labels() costs more than an update.
+        self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], MetricWrapperBase] = {}
         r = self.registry
         self.invocations = Counter(
             "faas_invocations", "Invocations run", ["function", "version", "alias"], registry=r
@@ -134,6 +141,14 @@ class Metrics:
             "last batch when its processing finished (Lambda's IteratorAge)",
             ["mapping", "function"], registry=r,
         )  # fmt: skip
+
+    def child(self, metric: LabelledMetric, *labels: str) -> LabelledMetric:
+        """``metric.labels(*labels)``, looked up once and kept: for updates on hot paths."""
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child  # type: ignore[return-value]  # the child of a metric is of its class
 
     def add_gauge(self, name: str, help_text: str, read: Callable[[], float]) -> None:
         """A node-wide gauge whose value is read at scrape time."""

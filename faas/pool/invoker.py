@@ -6,8 +6,6 @@ import math
 import time
 from dataclasses import dataclass
 
-from prometheus_client import Counter, Histogram
-
 from faas.config import PoolConfig
 from faas.errors import (
     FUNCTION_ERROR_UNHANDLED,
@@ -36,19 +34,10 @@ class _Ending:
     is_function_error: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class _Meters:
-    """The metric children one (function, version, alias) updates on every invocation."""
-
-    invocations: Counter
-    errors: Counter
-    duration: Histogram
-
-
 class Invoker:
     """The one way an invocation runs, for sync invokes and the event dispatcher alike."""
 
-    __slots__ = ("_config", "_meters", "_metrics", "_pool", "_sink")
+    __slots__ = ("_config", "_metrics", "_pool", "_sink")
 
     def __init__(
         self, config: PoolConfig, pool: PoolManager, sink: LogSink, metrics: Metrics
@@ -57,22 +46,6 @@ class Invoker:
         self._pool = pool
         self._sink = sink
         self._metrics = metrics
-        # Labelled metric children per (function, version, alias): a labels() lookup
-        # costs more than the increment itself.
-        self._meters: dict[tuple[str, str, str], _Meters] = {}
-
-    def _meters_for(self, request: InvocationRequest) -> _Meters:
-        function = request.function
-        key = (function.name, function.version, request.alias or "")
-        meters = self._meters.get(key)
-        if meters is None:
-            metrics = self._metrics
-            meters = self._meters[key] = _Meters(
-                metrics.invocations.labels(*key),
-                metrics.errors.labels(*key),
-                metrics.duration.labels(function.name),
-            )
-        return meters
 
     async def invoke(self, request: InvocationRequest) -> InvocationResult:
         """Run ``request`` and return its result; function failures are results, not raises.
@@ -93,13 +66,12 @@ class Invoker:
             self._metrics.provisioned_spillover.labels(function.name, function.version).inc()
         timings = [("schedule", (time.perf_counter() - entered) * 1000)]
         log = InvocationLog(self._config.max_log_bytes_per_invoke)
-        meters = self._meters_for(request)
         try:
             ending = await self._run(request, env, log, lease.is_cold)
             if lease.is_cold:
                 timings.extend(env.init_timings.items())
             timings.append(("invoke", ending.duration_ms))
-            return self._finish(request, log, ending, tuple(timings), meters)
+            return self._finish(request, log, ending, tuple(timings))
         finally:
             self._pool.release(env)
 
@@ -144,7 +116,6 @@ class Invoker:
         log: InvocationLog,
         ending: _Ending,
         timings: tuple[tuple[str, float], ...],
-        meters: _Meters,
     ) -> InvocationResult:
         function = request.function
         is_error = ending.status is not None or ending.is_function_error
@@ -160,11 +131,13 @@ class Invoker:
         )
         log.write_line(f"{end_line(request.request_id)}\n{report}")
         self._sink.emit(function.name, log.body())
-        meters.invocations.inc()
-        self._metrics.versions.record(function.name, function.version, is_error)
+        metrics = self._metrics
+        labels = (function.name, function.version, request.alias or "")
+        metrics.child(metrics.invocations, *labels).inc()
+        metrics.versions.record(function.name, function.version, is_error)
         if is_error:
-            meters.errors.inc()
-        meters.duration.observe(ending.duration_ms / 1000)
+            metrics.child(metrics.errors, *labels).inc()
+        metrics.child(metrics.duration, function.name).observe(ending.duration_ms / 1000)
         return InvocationResult(
             request_id=request.request_id,
             payload=ending.payload,

@@ -199,7 +199,7 @@ class Isolation:
         return ids
 
     async def _namespaces_work(self) -> bool:
-        if not all(shutil.which(tool) for tool in ("unshare", "setpriv", "prlimit")):
+        if not await asyncio.to_thread(_have_tools, ("unshare", "setpriv", "prlimit")):
             return False
         probe = await _run_probe("unshare", "--mount", "--propagation", "private", "--", "true")
         return probe is not None and probe.returncode == 0
@@ -258,6 +258,11 @@ class Isolation:
     async def release(self, env_id: str) -> None:
         """Wipe the environment's /tmp."""
         await asyncio.to_thread(shutil.rmtree, self._root / env_id, True)
+
+
+def _have_tools(names: tuple[str, ...]) -> bool:
+    """Blocking (a search of PATH): whether every one of ``names`` is installed."""
+    return all(shutil.which(name) for name in names)
 
 
 async def _run_probe(*argv: str) -> subprocess.CompletedProcess[bytes] | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
 import uuid
@@ -59,10 +60,8 @@ async def receive_ids(
     records: list[SourceRecord] = []
 
     async def more() -> bool:
-        try:
+        with contextlib.suppress(SourceUnavailable):  # tried again after eventually's pause
             records.extend(await source.receive(max_records, 0.2))
-        except SourceUnavailable:
-            await asyncio.sleep(0.1)
         return len(records) >= count
 
     await eventually(more, timeout_s, f"{count} records (have {len(records)})")

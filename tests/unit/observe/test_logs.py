@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 from faas.observe.logs import (
@@ -87,7 +88,11 @@ async def test_sink_stop_writes_records_emitted_while_a_batch_is_written(tmp_pat
     for round_ in range(5):
         for i in range(200):
             sink.emit("fn", b"%d-%d\n" % (round_, i))
-        await asyncio.sleep(0.005)  # let some batches start while more records arrive
+        # The writer takes this batch before the next round's records arrive.
+        deadline = time.monotonic() + 10
+        while sink._pending:
+            assert time.monotonic() < deadline, "the writer never took the batch"
+            await asyncio.sleep(0.001)
     await sink.stop()
     lines = sink.path_for("fn").read_bytes().splitlines()
     assert lines == [b"%d-%d" % (r, i) for r in range(5) for i in range(200)]

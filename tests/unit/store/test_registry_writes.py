@@ -12,11 +12,19 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from faas.store.async_configs import SqliteAsyncInvocationStore
 from faas.store.base import DeadLetter, QueuedEvent
 from faas.store.sqlite import SqliteStore
+
+
+async def _until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout_s}s waiting for {what}"
+        await asyncio.sleep(0.001)
 
 
 def _letter() -> DeadLetter:
@@ -36,7 +44,8 @@ async def test_a_write_waits_for_an_open_read_across_a_queue_commit(tmp_path: Pa
             # The queue's connection commits: the open read's snapshot is now stale.
             await store.enqueue(QueuedEvent(str(uuid.uuid4()), "f", "$LATEST", b"{}", time.time()))
             write = asyncio.create_task(dead_letters.put_dead_letter(_letter()))
-            await asyncio.sleep(0.1)
+            lock = store._statement_lock
+            await _until(lambda: write.done() or bool(lock._waiters), 10, "the write to wait")
             assert not write.done(), write.exception() if write.done() else None
             await cursor.close()
         await asyncio.wait_for(write, 10)

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -53,16 +52,6 @@ async def test_concurrent_enqueues_are_group_committed_and_durable(tmp_path: Pat
     await reopened.start()
     assert await reopened.depth() == 200
     await reopened.stop()
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    opened = SqliteStore(tmp_path / "db.sqlite3")
-    await opened.start()
-    try:
-        yield opened
-    finally:
-        await opened.stop()
 
 
 async def test_lease_hides_until_retry_or_release(store: SqliteStore) -> None:

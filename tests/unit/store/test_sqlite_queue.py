@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -20,16 +19,6 @@ pytestmark = pytest.mark.timeout(30)
 def _event(request_id: str, at: float = 1.0) -> QueuedEvent:
     return QueuedEvent(request_id, "f", "$LATEST", b'{"n": 1}', enqueued_at=at, trace_id="t",
                        attempts=1, throttles=2)  # fmt: skip
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    opened = SqliteStore(tmp_path / "db.sqlite3")
-    await opened.start()
-    try:
-        yield opened
-    finally:
-        await opened.stop()
 
 
 async def test_requests_made_together_see_each_other(store: SqliteStore) -> None:
